@@ -1,0 +1,206 @@
+"""The ``flowopt`` command: a thin typer shell over plain functions that return data.
+
+Exit codes: 0 success · 1 a node failed · 2 invalid input or usage · 130 interrupted.
+Errors print one line (plus a hint) on stderr; ``--debug`` shows the traceback instead.
+Nothing heavy is imported at start-up: torch and numba load only when a pipeline runs.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from flowopt.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_NODE_FAILED, FlowoptError
+
+app = typer.Typer(name="flowopt", add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
+                  help="Declarative, graph-based optimization workflows.")
+runs_app = typer.Typer(no_args_is_help=True, help="Query past runs in the store.")
+app.add_typer(runs_app, name="runs")
+
+_STATE = {"debug": False}
+StoreOption = typer.Option(None, "--store", envvar="FLOWOPT_STORE",
+                           help="Store directory or SQLAlchemy URL [default: ./.flowopt].")
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+SetOption = typer.Option([], "-s", "--set", metavar="KEY=VALUE",
+                         help="Override a value, e.g. -s params.lr=0.01 -s nodes.train.with.steps=50.")
+
+
+class GraphFormat(str, Enum):
+    mermaid = "mermaid"
+    dot = "dot"
+    png = "png"
+
+
+def _fail(message: str, hint: str | None, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+    raise typer.Exit(code)
+
+
+def _guarded(work: Callable[[], Any]) -> Any:
+    """Run a command body; turn flowopt errors into one line and an exit code."""
+    try:
+        return work()
+    except FlowoptError as exc:
+        if _STATE["debug"]:
+            raise
+        _fail(str(exc), exc.hint, exc.exit_code)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug or an environment problem
+        if _STATE["debug"]:
+            raise
+        _fail(f"{type(exc).__name__}: {exc}", "re-run with --debug for the traceback", EXIT_INVALID)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _compile(file: Path, overrides: list[str]) -> Any:
+    from flowopt.graph import compile_pipeline
+    from flowopt.spec import load_spec
+
+    return compile_pipeline(load_spec(file, overrides))
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+    _STATE["debug"] = debug
+
+
+@app.command()
+def run(file: Path = typer.Argument(..., help="Pipeline file (YAML)."),
+        overrides: List[str] = SetOption, store: Optional[str] = StoreOption,
+        no_cache: bool = typer.Option(False, "--no-cache", help="Recompute every node."),
+        executor: str = typer.Option("local", "--executor", help="local | ray"),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                              help="Parallel nodes [default: cores]."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+        as_json: bool = JsonOption) -> None:
+    """Compile, validate, execute and record a pipeline."""
+    from flowopt.runner import execute, store_location
+
+    graph = _guarded(lambda: _compile(file, overrides))
+    listeners = []
+    if not as_json:
+        from .progress import LiveProgress
+
+        listeners.append(LiveProgress())
+    held: dict[str, Any] = {}
+    try:
+        result = _guarded(lambda: execute(
+            graph, store=store, workers=workers, executor=executor, use_cache=not no_cache,
+            device=device, listeners=listeners, source=str(file),
+            scheduler_hook=lambda s: held.setdefault("scheduler", s)))
+    except KeyboardInterrupt:
+        run_id = getattr(held.get("scheduler"), "run_id", None)
+        typer.echo(f"interrupted: run {run_id} recorded as interrupted; run the same command "
+                   "again to resume (finished nodes are reused)", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        from .render import print_run_summary
+
+        print_run_summary(result, store_location(store))
+    if result.status != "succeeded":
+        raise typer.Exit(EXIT_NODE_FAILED)
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="Pipeline file (YAML)."),
+             overrides: List[str] = SetOption, as_json: bool = JsonOption) -> None:
+    """Compile and validate a pipeline without running it."""
+    graph = _guarded(lambda: _compile(file, overrides))
+    if as_json:
+        _print_json({"pipeline": graph.name, "valid": True, "nodes": graph.cache_keys()})
+    else:
+        typer.echo(f"ok: pipeline '{graph.name}' — {len(graph)} nodes, "
+                   f"{len(graph.params)} params, valid")
+
+
+@app.command()
+def graph(file: Path = typer.Argument(..., help="Pipeline file (YAML)."),
+          overrides: List[str] = SetOption,
+          fmt: GraphFormat = typer.Option(GraphFormat.mermaid, "--format"),
+          output: Optional[Path] = typer.Option(None, "-o", "--output")) -> None:
+    """Draw the pipeline's DAG (mermaid or dot text; png through graphviz's `dot`)."""
+    from .drawing import render_graph
+
+    compiled = _guarded(lambda: _compile(file, overrides))
+    text = _guarded(lambda: render_graph(compiled, fmt.value, output))
+    if text is not None:
+        typer.echo(text)
+
+
+@app.command()
+def kinds(as_json: bool = JsonOption) -> None:
+    """List the registered node kinds with their ports and fields."""
+    from flowopt.registry import REGISTRY
+
+    names = _guarded(REGISTRY.names)
+    rows = []
+    for name in names:
+        kind = REGISTRY.get(name)
+        rows.append({"kind": name, "version": kind.version,
+                     "inputs": {p.name: p.type_name for p in kind.inputs},
+                     "outputs": {p.name: p.type_name for p in kind.outputs},
+                     "fields": list(kind.config.model_fields),
+                     "summary": kind.doc.splitlines()[0] if kind.doc else ""})
+    if as_json:
+        _print_json(rows)
+        return
+    from .render import print_kinds
+
+    print_kinds(rows)
+
+
+def _store(location: str | None) -> Any:
+    from flowopt.runner import store_location
+    from flowopt.store import Store
+
+    return Store.open(store_location(location), create=False)
+
+
+@runs_app.command("list")
+def runs_list(pipeline: Optional[str] = typer.Option(None, "--pipeline"),
+              status: Optional[str] = typer.Option(None, "--status"),
+              limit: int = typer.Option(20, "--limit", min=1),
+              store: Optional[str] = StoreOption, as_json: bool = JsonOption) -> None:
+    """Past runs, newest first."""
+    records = _guarded(lambda: _store(store).runs(pipeline=pipeline, status=status, limit=limit))
+    if as_json:
+        _print_json([r.to_json() for r in records])
+        return
+    from .render import print_runs
+
+    print_runs(records)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
+              store: Optional[str] = StoreOption, as_json: bool = JsonOption) -> None:
+    """One run: nodes, params, metrics, artifacts, timings, errors."""
+    detail = _guarded(lambda: _store(store).run(run_id))
+    if as_json:
+        _print_json(detail.to_json())
+        return
+    from .render import print_run_detail
+
+    print_run_detail(detail)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,260 @@
+"""The compiled graph: one frozen, typed DAG that both front ends compile into.
+
+`compile_pipeline` validates everything before anything runs — kinds, ``with:`` fields
+(against each kind's pydantic model, after ``${params.X}`` interpolation), input bindings
+and port types, cycles — and raises a `GraphError` naming file:line and key.
+
+Identity is a content hash (tinygrad-style): a node's cache key is the hash of its kind,
+kind version, validated config, derived seed (unless the kind is deterministic), the
+content of any file a config field names (fields typed `Path`/`FilePath`) and the
+cache keys of the outputs it consumes, computed bottom-up. Nothing about wall-clock time,
+file paths or node ids enters it, so an unchanged node is never recomputed and a changed
+param invalidates exactly the nodes it reaches.
+
+Params are first-class nodes of the networkx graph (``params.NAME``, attribute
+``param=True``), with edges to the nodes whose config references them, so
+`Graph.reached_by` tells a tuner which part of the graph a param reaches.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
+
+import networkx as nx
+import pydantic
+
+from .artifacts import canonical_json
+from .errors import GraphError, SpecError
+from .registry import REGISTRY, NodeKind, Port, load_plugin
+from .spec import LoadedSpec, PipelineSpec, interpolate, param_refs
+from .yamlfile import LineMap
+
+
+@dataclass(frozen=True)
+class Binding:
+    """An edge's source: output `port` of node `node`."""
+
+    node: str
+    port: str
+
+    def __str__(self) -> str:
+        return f"{self.node}.{self.port}"
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """A compiled node: frozen; `config` is validated and fully interpolated."""
+
+    id: str
+    kind: NodeKind
+    config: Mapping[str, Any]
+    inputs: Mapping[str, Binding]
+    params: frozenset[str]
+    seed: int
+    cache_key: str
+
+    def output_key(self, port: str) -> str:
+        """Cache key of one of this node's outputs."""
+        return f"{self.cache_key}.{port}"
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """A validated pipeline: nodes in a deterministic topological order."""
+
+    name: str
+    seed: int
+    spec: PipelineSpec
+    nodes: Mapping[str, Node]
+    dag: nx.DiGraph = field(repr=False)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes.values())
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return MappingProxyType(self.spec.params)
+
+    def consumers(self, node_id: str) -> list[str]:
+        return [n for n in self.dag.successors(node_id) if not self.dag.nodes[n].get("param")]
+
+    def reached_by(self, param: str) -> set[str]:
+        """Ids of the nodes whose result depends on `param`."""
+        return {n for n in nx.descendants(self.dag, f"params.{param}")}
+
+    def cache_keys(self) -> dict[str, str]:
+        return {node.id: node.cache_key for node in self}
+
+
+def derive_seed(pipeline_seed: int, node_id: str) -> int:
+    """A node's seed: stable across runs and machines, independent between nodes."""
+    digest = hashlib.blake2b(f"{pipeline_seed}:{node_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def cache_key(kind: NodeKind, config: Mapping[str, Any], inputs: Mapping[str, str],
+              seed: int | None) -> str:
+    payload = {"kind": kind.name, "version": kind.version, "config": config,
+               "inputs": dict(sorted(inputs.items())), "seed": seed}
+    return hashlib.blake2b(canonical_json(payload), digest_size=16).hexdigest()
+
+
+def _file_digest(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _parse_binding(text: str) -> tuple[str, str | None]:
+    node, _, port = str(text).partition(".")
+    return node, (port or None)
+
+
+class _Compiler:
+    def __init__(self, loaded: LoadedSpec):
+        self.spec = loaded.spec
+        self.lines: LineMap = loaded.lines
+        self.base_dir = loaded.base_dir
+        self.file_digests: dict[str, dict[str, str | None]] = {}
+
+    def error(self, path: tuple, message: str, hint: str | None = None) -> GraphError:
+        return self.lines.error(path, message, hint=hint, cls=GraphError)
+
+    def compile(self) -> Graph:
+        self.load_plugins()
+        kinds = {nid: self.kind(nid, n.kind) for nid, n in self.spec.nodes.items()}
+        configs = {nid: self.config(nid, kinds[nid]) for nid in self.spec.nodes}
+        bindings = {nid: self.bindings(nid, kinds) for nid in self.spec.nodes}
+        dag = self.dag(bindings)
+        order = list(nx.lexicographical_topological_sort(dag))
+        nodes: dict[str, Node] = {}
+        for nid in order:
+            if dag.nodes[nid].get("param"):
+                continue
+            kind = kinds[nid]
+            seed = derive_seed(self.spec.seed, nid)
+            input_keys = {port: nodes[b.node].output_key(b.port) for port, b in bindings[nid].items()}
+            key = cache_key(kind, {**configs[nid], **self.fingerprint(nid)}, input_keys,
+                            None if kind.deterministic else seed)
+            nodes[nid] = Node(id=nid, kind=kind, config=MappingProxyType(configs[nid]),
+                              inputs=MappingProxyType(bindings[nid]),
+                              params=frozenset(param_refs(self.spec.nodes[nid].config)),
+                              seed=seed, cache_key=key)
+        return Graph(name=self.spec.pipeline, seed=self.spec.seed, spec=self.spec,
+                     nodes=MappingProxyType(nodes), dag=nx.freeze(dag))
+
+    def fingerprint(self, nid: str) -> dict[str, Any]:
+        files = self.file_digests.get(nid)
+        return {"__files__": files} if files else {}
+
+    def load_plugins(self) -> None:
+        for index, reference in enumerate(self.spec.plugins):
+            try:
+                load_plugin(reference, self.base_dir)
+            except FileNotFoundError as exc:
+                raise self.error(("plugins", index), str(exc)) from None
+            except ImportError as exc:
+                raise self.error(("plugins", index), f"cannot import plugin: {exc}") from None
+
+    def kind(self, nid: str, name: str) -> NodeKind:
+        try:
+            return REGISTRY.get(name)
+        except KeyError as exc:
+            raise self.error(("nodes", nid, "kind"), f"unknown node kind '{name}'",
+                             hint=exc.args[0]) from None
+
+    def config(self, nid: str, kind: NodeKind) -> dict[str, Any]:
+        raw = self.spec.nodes[nid].config
+        for field_name, value in raw.items():
+            for name in param_refs(value):
+                if name not in self.spec.params:
+                    known = ", ".join(self.spec.params) or "none defined"
+                    raise self.error(("nodes", nid, "with", field_name),
+                                     f"${{params.{name}}} is not defined (params: {known})")
+        try:
+            model = kind.config.model_validate(interpolate(raw, self.spec.params))
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            loc = tuple(first["loc"])
+            fields = ", ".join(kind.config.model_fields) or "none"
+            if first["type"] == "extra_forbidden":
+                message = f"unknown field '{loc[0]}' for kind '{kind.name}' (fields: {fields})"
+            elif first["type"] == "missing":
+                message = f"missing required field '{loc[0]}' for kind '{kind.name}'"
+            else:
+                message = f"bad value {first.get('input')!r}: {first['msg']}"
+            raise self.error(("nodes", nid, "with", *loc), message) from None
+        config = model.model_dump(mode="json")
+        files = {name: _file_digest(value) for name, value in model if isinstance(value, Path)}
+        if files:
+            # A file's content, not just its path, decides whether a cached result is valid.
+            self.file_digests[nid] = files
+        return config
+
+    def bindings(self, nid: str, kinds: dict[str, NodeKind]) -> dict[str, Binding]:
+        kind = kinds[nid]
+        bound: dict[str, Binding] = {}
+        for port_name, text in self.spec.nodes[nid].inputs.items():
+            path = ("nodes", nid, "in", port_name)
+            port = kind.input(port_name)
+            if port is None:
+                names = ", ".join(p.name for p in kind.inputs) or "none"
+                raise self.error(path, f"kind '{kind.name}' has no input '{port_name}' (inputs: {names})")
+            source, source_port = _parse_binding(text)
+            if source not in self.spec.nodes:
+                raise self.error(path, f"no node '{source}' to bind (nodes: {', '.join(self.spec.nodes)})")
+            output = kinds[source].output(source_port)
+            if output is None:
+                names = ", ".join(p.name for p in kinds[source].outputs) or "none"
+                raise self.error(path, f"node '{source}' ({kinds[source].name}) has no output "
+                                       f"'{source_port or 'default'}' (outputs: {names})")
+            if not port.accepts(output):
+                raise self.error(path, f"port type mismatch: '{port_name}' takes a {port.type_name}, "
+                                       f"'{source}.{output.name}' gives a {output.type_name}")
+            bound[port_name] = Binding(source, output.name)
+        for port in kind.inputs:
+            if port.name not in bound and not port.optional:
+                raise self.error(("nodes", nid), f"input '{port.name}' ({port.type_name}) of kind "
+                                                 f"'{kind.name}' is not bound",
+                                 hint=f"add in: {{{port.name}: NODE}}")
+        return bound
+
+    def dag(self, bindings: dict[str, dict[str, Binding]]) -> nx.DiGraph:
+        dag = nx.DiGraph()
+        for name in self.spec.params:
+            dag.add_node(f"params.{name}", param=True)
+        for nid, node_spec in self.spec.nodes.items():
+            dag.add_node(nid)
+            for name in param_refs(node_spec.config):
+                dag.add_edge(f"params.{name}", nid)
+        for nid, bound in bindings.items():
+            for port, binding in bound.items():
+                dag.add_edge(binding.node, nid)
+        try:
+            cycle = nx.find_cycle(dag)
+        except nx.NetworkXNoCycle:
+            return dag
+        loop = " → ".join([edge[0] for edge in cycle] + [cycle[0][0]])
+        raise self.error(("nodes", cycle[0][0], "in"), f"cycle: {loop}",
+                         hint="a pipeline must be acyclic; remove one of these bindings")
+
+
+def compile_pipeline(source: LoadedSpec | PipelineSpec) -> Graph:
+    """Validate a spec and compile it into a frozen `Graph` (raises `SpecError`)."""
+    if isinstance(source, PipelineSpec):
+        source = LoadedSpec(spec=source, lines=LineMap())
+    return _Compiler(source).compile()
+
+
+__all__ = ["Binding", "Graph", "Node", "Port", "SpecError", "cache_key", "compile_pipeline",
+           "derive_seed"]

@@ -1,0 +1,47 @@
+"""Composition root: compile → open the store → schedule, shared by the CLI and `Pipeline.run`.
+
+This is the one place that wires the engine to the store; the engine modules themselves
+only see the `Recorder` protocol. The store package is imported lazily.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .executors import make_executor
+from .graph import Graph
+from .scheduler import RunResult, Scheduler
+
+DEFAULT_STORE = ".flowopt"
+
+
+def store_location(store: str | None = None) -> str:
+    """The store to use: the argument, else ``$FLOWOPT_STORE``, else ``./.flowopt``."""
+    return store or os.environ.get("FLOWOPT_STORE") or DEFAULT_STORE
+
+
+def open_recorder(store: Any = None) -> Any:
+    """A `Recorder` for a directory, a SQLAlchemy URL, or an existing recorder object."""
+    if store is not None and not isinstance(store, (str, os.PathLike)):
+        return store
+    from flowopt.store import Store
+
+    return Store.open(store_location(os.fspath(store) if store is not None else None))
+
+
+def execute(graph: Graph, *, store: Any = None, workers: int | None = None,
+            executor: str = "local", use_cache: bool = True, device: str = "auto",
+            listeners: list[Any] | None = None, source: str | None = None,
+            scheduler_hook: Any = None) -> RunResult:
+    """Run a compiled graph and record it; returns the `RunResult`.
+
+    `scheduler_hook`, if given, receives the `Scheduler` before it starts (the CLI uses it
+    to learn the run id of an interrupted run).
+    """
+    recorder = open_recorder(store)
+    scheduler = Scheduler(graph, recorder, make_executor(executor, workers),
+                          use_cache=use_cache, device=device, listeners=listeners or [],
+                          source=source)
+    if scheduler_hook is not None:
+        scheduler_hook(scheduler)
+    return scheduler.run()

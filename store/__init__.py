@@ -1,0 +1,8 @@
+"""flowopt's SQL store (installed as ``flowopt.store``): runs, lineage, metrics, artifacts."""
+if __name__ != "flowopt.store":  # the repository root holds store/; only the mapped name is valid
+    raise ImportError(f"import this package as flowopt.store, not {__name__}")
+
+from .records import ArtifactRecord, NodeRecord, RunDetail, RunRecord  # noqa: E402
+from .store import Store  # noqa: E402
+
+__all__ = ["ArtifactRecord", "NodeRecord", "RunDetail", "RunRecord", "Store"]

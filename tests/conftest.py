@@ -1,0 +1,80 @@
+"""Shared fixtures: the toy node kinds and throw-away stores."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from flowopt.registry import load_plugin
+
+TESTS = Path(__file__).parent
+TOY_PLUGIN = TESTS / "plugins" / "toy.py"
+load_plugin(str(TOY_PLUGIN))
+
+
+@pytest.fixture
+def toy_plugin() -> str:
+    return str(TOY_PLUGIN)
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def write_pipeline(tmp_path: Path):
+    """Write a pipeline file (text) next to a copy-free reference to the toy plugin."""
+
+    def write(text: str, name: str = "pipeline.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text.replace("TOY_PLUGIN", str(TOY_PLUGIN)), encoding="utf-8")
+        return path
+
+    return write
+
+
+POSTGRES_URL = os.environ.get("FLOWOPT_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_admin():
+    """An AUTOCOMMIT engine on the test server, or a skip reason."""
+    try:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return engine, None
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
+        return None, f"no PostgreSQL server at {POSTGRES_URL} ({type(exc).__name__})"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_location(request, tmp_path, monkeypatch):
+    """A brand-new store location on each backend; PostgreSQL databases are dropped after."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "store")
+        return
+    admin, reason = _postgres_admin()
+    if admin is None:
+        pytest.skip(reason)
+    import sqlalchemy as sa
+
+    name = f"flowopt_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    monkeypatch.setenv("FLOWOPT_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        from flowopt.store import Store
+
+        Store.dispose_all()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
