@@ -16,8 +16,12 @@ from .errors import Interrupted
 class Context:
     def __init__(self, *, run_id: str, node_id: str, seed: int, device: str,
                  cancel: threading.Event, emit: Callable[..., None],
-                 log_metric: Callable[[str, float, int | None], None]):
+                 log_metric: Callable[[str, float, int | None], None], threads: int = 1):
         self.run_id, self.node_id, self.seed = run_id, node_id, seed
+        #: CPU threads this node may use (cores / parallel workers): pass it to
+        #: torch.set_num_threads or numba.set_num_threads — oversubscribing two cores
+        #: with spinning OpenMP pools made small torch models 5-10x slower here.
+        self.threads = threads
         self._device = device
         self._cancel = cancel
         self._emit = emit

@@ -35,7 +35,7 @@ from .artifacts import as_metric
 from .context import Context
 from .errors import Interrupted
 from .events import Broadcast, RunListener
-from .executors import Executor, SyncExecutor
+from .executors import Executor, SyncExecutor, default_workers
 from .graph import Graph, Node
 from .recording import ArtifactRef, ExecutionRecord, Recorder, RunInfo, utcnow
 
@@ -109,6 +109,7 @@ class Scheduler:
         self._series_last: dict[str, float] = {}
         self._lock = threading.Lock()
         self.run_id: str | None = None  # set once the run is recorded (also if it is interrupted)
+        self.threads = max(1, default_workers() // max(1, self.executor.workers))
 
     # -- worker side -----------------------------------------------------------------
     def _execute(self, run_id: str, node: Node, inputs: dict[str, Any]) -> _Outcome:
@@ -118,7 +119,7 @@ class Scheduler:
             resolved = {port: self.recorder.load(v) if isinstance(v, ArtifactRef) else v
                         for port, v in inputs.items()}
             ctx = Context(run_id=run_id, node_id=node.id, seed=node.seed, device=self.device,
-                          cancel=self.cancel, emit=self.emit,
+                          cancel=self.cancel, emit=self.emit, threads=self.threads,
                           log_metric=lambda k, v, s: self._log_metric(run_id, node.id, k, v, s))
             outcome.values = node.kind.call(ctx, resolved, dict(node.config))
             outcome.metrics = {m: as_metric(outcome.values[m]) for m in node.kind.metrics}
@@ -247,5 +248,6 @@ class Scheduler:
             raise KeyboardInterrupt
         return RunResult(run_id=run_id, pipeline=graph.name, status=status,
                          store=recorder.location, seconds=time.perf_counter() - start,
-                         nodes=results, metrics=metrics, error=error, failed_node=failed,
+                         nodes={nid: results[nid] for nid in graph.nodes}, metrics=metrics,
+                         error=error, failed_node=failed,
                          traceback=failed_trace, _values=values, _recorder=recorder)

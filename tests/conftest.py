@@ -1,12 +1,16 @@
-"""Shared fixtures: the toy node kinds and throw-away stores."""
+"""Shared fixtures: the toy node kinds, throw-away stores (SQLite and PostgreSQL), and
+`make_ctx`, the `Context` a node function receives, for unit tests of node kinds."""
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
+from flowopt.context import Context
 from flowopt.registry import load_plugin
 
 TESTS = Path(__file__).parent
@@ -78,3 +82,24 @@ def store_location(request, tmp_path, monkeypatch):
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def make_ctx() -> Callable[..., Context]:
+    """``make_ctx(seed=0)``: a Context whose logged metrics and progress land in lists.
+
+    ``ctx.logged`` holds ``(key, value, step)`` tuples and ``ctx.events`` the emitted
+    ``(event, fields)`` pairs; ``ctx.cancel_event.set()`` cancels the node.
+    """
+
+    def make(seed: int = 0, *, device: str = "cpu") -> Context:
+        logged: list[tuple[str, float, int | None]] = []
+        events: list[tuple[str, dict[str, Any]]] = []
+        cancel = threading.Event()
+        ctx = Context(run_id="test", node_id="node", seed=seed, device=device, cancel=cancel,
+                      emit=lambda event, **fields: events.append((event, fields)),
+                      log_metric=lambda key, value, step: logged.append((key, value, step)))
+        ctx.logged, ctx.events, ctx.cancel_event = logged, events, cancel  # type: ignore[attr-defined]
+        return ctx
+
+    return make

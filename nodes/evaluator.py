@@ -1,0 +1,60 @@
+"""Evaluator kinds: ``evaluator.classification`` (accuracy, loss, ECE).
+
+Metrics are output ports (``score.accuracy``), so tuners bind them like any input.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import Field
+
+from flowopt.artifacts import Dataset, Model
+from flowopt.registry import node
+
+
+def expected_calibration_error(confidences: Any, correct: Any, bins: int = 15) -> float:
+    """ECE with `bins` equal-width confidence bins (Guo et al. 2017, eq. 3).
+
+    ECE = Σ_m |B_m|/n · |acc(B_m) − conf(B_m)|, where bin B_m holds the predictions whose
+    confidence lies in ((m−1)/M, m/M] (a confidence of exactly 0 goes to the first bin).
+    """
+    confidences = np.asarray(confidences, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if confidences.size == 0:
+        raise ValueError("ECE of an empty set of predictions is undefined")
+    which = np.clip(np.ceil(confidences * bins).astype(np.int64) - 1, 0, bins - 1)
+    # Per bin, |Σ correct − Σ confidence| / n equals |B_m|/n · |acc(B_m) − conf(B_m)|.
+    gap = np.bincount(which, weights=correct - confidences, minlength=bins)
+    return float(np.abs(gap).sum() / confidences.size)
+
+
+@node("evaluator.classification", metrics=["accuracy", "loss", "ece"], deterministic=True)
+def classification(model: Model, data: Dataset,
+                   bins: Annotated[int, Field(gt=0)] = 15) -> dict[str, float]:
+    """Accuracy, cross-entropy and expected calibration error of a classifier on `data`.
+
+    Inputs: ``model`` (outputs class logits), ``data`` (a classification dataset).
+    Outputs (metrics): ``accuracy`` (fraction of argmax predictions that are right),
+    ``loss`` (mean softmax cross-entropy in nats, without label smoothing), ``ece``
+    (Guo et al. 2017, on the max softmax probability). ``with:`` fields (defaults):
+    ``bins`` (15, the number of equal-width ECE bins, as in Guo et al.).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if data.meta.get("task") != "classification":
+        raise ValueError("evaluator.classification needs a classification dataset "
+                         f"(this one's task is {data.meta.get('task')!r})")
+    if len(data) == 0:
+        raise ValueError("evaluator.classification: the dataset is empty")
+    module = copy.deepcopy(model.module).eval()  # eval() would otherwise flip a shared input
+    with torch.no_grad():
+        logits = module(data.x).float()
+    probabilities = logits.softmax(dim=-1)
+    confidence, predicted = probabilities.max(dim=-1)
+    correct = predicted == data.y
+    return {"accuracy": correct.double().mean().item(),
+            "loss": F.cross_entropy(logits, data.y).item(),
+            "ece": expected_calibration_error(confidence.numpy(), correct.numpy(), bins)}
