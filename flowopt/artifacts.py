@@ -33,6 +33,10 @@ def build(recipe: dict[str, Any]) -> Any:
     """Rebuild an object from ``{"builder": name, **config}``."""
     config = dict(recipe)
     name = config.pop("builder")
+    if name not in _BUILDERS:  # a fresh process (e.g. a store query) may not have loaded plugins
+        from .registry import REGISTRY
+
+        REGISTRY.load_entry_points()
     if name not in _BUILDERS:
         raise KeyError(f"no builder registered for recipe '{name}' (is its plugin loaded?)")
     return _BUILDERS[name](**config)

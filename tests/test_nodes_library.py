@@ -58,6 +58,7 @@ def test_the_library_refuses_to_load_as_a_top_level_package():
     ({"kind": "optimizer.adam", "in": {"model": "m", "data": "d", "loss": "l"},
       "with": {"betas": [0.9, 1.5]}}, "less than 1"),
     ({"kind": "data.csv", "with": {}}, "missing required field 'path'"),
+    ({"kind": "data.csv", "with": {"path": "no/such/file.csv"}}, "does not point to a file"),
 ])
 def test_bad_with_values_are_refused_when_the_pipeline_compiles(node, message):
     valid = {"d": {"kind": "data.digits"}, "l": {"kind": "loss.cross_entropy"},

@@ -59,9 +59,11 @@ def test_running_again_reuses_every_node_and_gives_the_same_metrics(graph, recor
     assert {k: again.metrics[k] for k in scored} == scored
 
 
-def test_threaded_and_sequential_runs_agree_exactly(graph, first_run):
+def test_threaded_and_sequential_runs_agree(graph, first_run):
     sequential = Scheduler(graph, MemoryRecorder(), SyncExecutor()).run()
-    assert sequential.metrics == first_run.metrics
+    # Same seeds, same batches; only float rounding may differ, because the training loop
+    # uses as many torch threads as the executor leaves it (Context.threads).
+    assert sequential.metrics == pytest.approx(first_run.metrics, rel=1e-5)
 
 
 def test_changing_the_training_steps_reruns_only_training_and_scoring(recorder, first_run):
