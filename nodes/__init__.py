@@ -7,6 +7,6 @@ functions, so importing the kinds to validate a pipeline stays light.
 if __name__ != "flowopt.nodes":  # `import nodes` from the repo root would register twice
     raise ImportError("import this package as flowopt.nodes")
 
-from . import data, evaluator, loss, model, optimizer  # noqa: E402 - after the guard
+from . import data, evaluator, loss, model, optimizer, quantizer, tuner  # noqa: E402 - after guard
 
-__all__ = ["data", "evaluator", "loss", "model", "optimizer"]
+__all__ = ["data", "evaluator", "loss", "model", "optimizer", "quantizer", "tuner"]

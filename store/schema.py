@@ -6,7 +6,11 @@ returned (``output``) which artifact — a cached execution lists the artifacts 
 as outputs, so every run has a complete picture. Params keep their JSON value and, when
 numeric, a float copy for comparisons in queries. Metric rows with ``step`` NULL are a
 node's final values (metric ports, and the last point of each logged series).
-Timestamps are UTC. Schema changes go through the Alembic migrations in ``migrations/``.
+Tuning adds two tables: a `Trial` row per trial of a tuner node (each trial is itself a
+child `Run`, ``parent_run_id`` pointing at the tuning run, so its executions, artifacts
+and metrics are recorded like any run's), and a `PopulationEvent` row per PBT
+exploit/explore decision. Timestamps are UTC. Schema changes go through the Alembic
+migrations in ``migrations/``.
 """
 from __future__ import annotations
 
@@ -53,6 +57,8 @@ class Run(Base):
     ended_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    parent_run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), index=True)  # a trial's tuning run
 
 
 class Param(Base):
@@ -113,4 +119,43 @@ class Metric(Base):
     key: Mapped[str] = mapped_column(String(200))
     step: Mapped[int | None] = mapped_column(Integer)
     value: Mapped[float] = mapped_column(Float)
+    logged_at: Mapped[datetime]
+
+
+class Trial(Base):
+    """One trial of a tuner node; its work is the child run ``trial_run_id``."""
+
+    __tablename__ = "trials"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"),
+                                                     index=True)
+    params: Mapped[dict[str, Any]]
+    objective: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(20))  # running | succeeded | failed | pruned
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONText)  # strategy-specific
+
+
+class PopulationEvent(Base):
+    """A PBT decision: at ``step``, ``member`` copied ``from_member`` and/or changed params."""
+
+    __tablename__ = "population_events"
+    __table_args__ = (Index("ix_population_events_run", "run_id", "node_id", "member"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    node_id: Mapped[str] = mapped_column(String(200))
+    member: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    event: Mapped[str] = mapped_column(String(20))  # exploit | explore | start | finish
+    from_member: Mapped[int | None] = mapped_column(Integer)
+    old_params: Mapped[dict[str, Any] | None] = mapped_column(JSONText)
+    new_params: Mapped[dict[str, Any] | None] = mapped_column(JSONText)
+    score: Mapped[float | None] = mapped_column(Float)
+    from_score: Mapped[float | None] = mapped_column(Float)
+    checkpoint_id: Mapped[str | None] = mapped_column(String(32))  # artifact id
     logged_at: Mapped[datetime]

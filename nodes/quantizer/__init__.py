@@ -1,0 +1,1 @@
+"""Quantizer kinds: trained model in, quantized model artifact out (issue 7)."""
