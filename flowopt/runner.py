@@ -29,6 +29,30 @@ def open_recorder(store: Any = None) -> Any:
     return Store.open(store_location(os.fspath(store) if store is not None else None))
 
 
+def source_files(graph: Graph) -> list[dict[str, Any]]:
+    """The files nodes read (`Path` config fields) with their content hashes, by cache key —
+    where lineage ends. The hash is the one that went into the node's cache key."""
+    from pathlib import Path
+
+    from .graph import _file_digest
+
+    files = []
+    for node in graph:
+        if not any(isinstance(v, str) for v in node.config.values()):
+            continue
+        try:
+            model = node.kind.config.model_validate(dict(node.config))
+        except Exception:  # noqa: BLE001 - the file vanished since compile; the node will say so
+            continue
+        for name, value in model:
+            if isinstance(value, Path):
+                size = value.stat().st_size if value.is_file() else None
+                files.append({"cache_key": node.cache_key, "field": name,
+                              "path": str(value.resolve()), "hash": _file_digest(value),
+                              "size": size})
+    return files
+
+
 def execute(graph: Graph, *, store: Any = None, workers: int | None = None,
             executor: str = "local", use_cache: bool = True, device: str = "auto",
             listeners: list[Any] | None = None, source: str | None = None,
@@ -39,6 +63,8 @@ def execute(graph: Graph, *, store: Any = None, workers: int | None = None,
     to learn the run id of an interrupted run).
     """
     recorder = open_recorder(store)
+    if hasattr(recorder, "record_sources"):
+        recorder.record_sources(source_files(graph))
     scheduler = Scheduler(graph, recorder, make_executor(executor, workers),
                           use_cache=use_cache, device=device, listeners=listeners or [],
                           source=source)

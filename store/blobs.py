@@ -2,13 +2,19 @@
 
 A blob lives at ``ROOT/ab/cdef…`` (its content hash). Writes go to a temporary file in
 the same directory and are renamed into place, so a reader never sees half a blob and
-two processes writing the same content both succeed.
+two processes writing the same content both succeed. File names come from content
+hashes only (40 hex digits, checked), so no node or user string can name a path outside
+the root.
 """
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
+from typing import Iterator
+
+_DIGEST = re.compile(r"[0-9a-f]{40}")
 
 
 class BlobStore:
@@ -16,7 +22,34 @@ class BlobStore:
         self.root = Path(root)
 
     def path(self, digest: str) -> Path:
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            raise ValueError(f"not a content hash: {digest!r}")
         return self.root / digest[:2] / digest[2:]
+
+    def digests(self) -> Iterator[str]:
+        """Every blob's content hash (files that are not blobs are skipped)."""
+        if not self.root.is_dir():
+            return
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and len(folder.name) == 2:
+                for file in sorted(folder.iterdir()):
+                    digest = folder.name + file.name
+                    if _DIGEST.fullmatch(digest) and file.is_file():
+                        yield digest
+
+    def leftovers(self) -> list[Path]:
+        """Temporary files of writes that never finished (a crash between write and rename)."""
+        return sorted(self.root.glob("*/.tmp-*")) if self.root.is_dir() else []
+
+    def delete(self, digest: str) -> int:
+        """Remove a blob; returns the bytes freed."""
+        path = self.path(digest)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()

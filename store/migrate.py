@@ -2,8 +2,11 @@
 
 Opening a store checks its revision with one cheap query and imports Alembic only when
 an upgrade is due. A store written by a newer flowopt (an unknown revision) is refused
-rather than silently misread. On SQLite the upgrade runs under an exclusive file lock,
-so many processes opening a brand-new store at once do not race to create tables.
+rather than silently misread. The upgrade runs under an exclusive lock — a file lock
+beside a SQLite database, a session advisory lock on PostgreSQL — and re-reads the
+revision once it holds it, so many processes opening a brand-new store at the same
+moment do not race to create tables (a known MLflow failure): one creates, the rest
+wait and find the schema at head.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from flowopt.errors import StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-REVISIONS = ("0001", "0002")  # oldest first; the last one is head
+REVISIONS = ("0001", "0002", "0003")  # oldest first; the last one is head
 HEAD = REVISIONS[-1]
 
 
@@ -30,8 +33,21 @@ def current_revision(engine: Engine) -> str | None:
         return None
 
 
+ADVISORY_LOCK_KEY = 0x666C6F776F7074  # "flowopt": one key for every flowopt schema upgrade
+
+
 @contextlib.contextmanager
 def _creation_lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+                conn.commit()
+        return
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not database or database == ":memory:":
         yield
@@ -54,14 +70,32 @@ def upgrade(engine: Engine) -> None:
     if revision is not None and revision not in REVISIONS:
         raise StoreError(f"this store has schema revision {revision}, newer than this flowopt "
                          f"understands (up to {HEAD})", hint="upgrade flowopt")
-    from alembic import command
+    with _creation_lock(engine):
+        if current_revision(engine) == HEAD:  # another process upgraded it while we waited
+            return
+        migrate_to(engine, "head")
+
+
+def migrate_to(engine: Engine, revision: str) -> None:
+    """Run the Alembic scripts up to `revision` in one transaction (no lock: see `upgrade`)."""
+    from alembic import command  # imported only by the one process that upgrades
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with _creation_lock(engine):
-        if current_revision(engine) == HEAD:
-            return
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:
+            # A batch migration recreates a table (copy, drop, rename); with foreign keys on,
+            # dropping `runs` would cascade-delete every param, execution and metric. The
+            # pragma is ignored inside a transaction, so it goes first.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                config.attributes["connection"] = conn
+                command.upgrade(config, revision)
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -29,6 +29,7 @@ class RunRecord:
     seed: int = 0
     error: str | None = None
     source: str | None = None
+    parent_run_id: str | None = None  # set on a tuner's trial runs
 
     @property
     def seconds(self) -> float | None:
@@ -38,7 +39,50 @@ class RunRecord:
         return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
                 "started_at": _iso(self.started_at), "ended_at": _iso(self.ended_at),
                 "params": dict(self.params), "metrics": dict(self.metrics),
-                "seed": self.seed, "error": self.error, "source": self.source}
+                "seed": self.seed, "error": self.error, "source": self.source,
+                "parent_run_id": self.parent_run_id}
+
+    def flat(self) -> dict[str, Any]:
+        """One flat row (``params.X``, ``metrics.X`` columns) for tables and DataFrames."""
+        return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
+                "started_at": self.started_at, "ended_at": self.ended_at, "seconds": self.seconds,
+                **{f"params.{k}": v for k, v in self.params.items()},
+                **{f"metrics.{k}": v for k, v in self.metrics.items()}}
+
+
+class Runs(list):
+    """The result of `Store.runs`: a list of `RunRecord`s, plus notes about the filter
+    (e.g. a metric no run has) and a pandas view."""
+
+    def __init__(self, records: Iterable[RunRecord] = (), notes: Iterable[str] = ()):
+        super().__init__(records)
+        self.notes: tuple[str, ...] = tuple(notes)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self]
+
+    def to_pandas(self) -> Any:
+        """A DataFrame, one row per run (needs pandas: ``pip install flowopt[pandas]``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Runs.to_pandas needs pandas: pip install 'flowopt[pandas]'") from None
+        return pd.DataFrame([r.flat() for r in self])
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One point of a metric series; ``step`` None is the node's final value."""
+
+    node: str
+    key: str
+    step: int | None
+    value: float
+    logged_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.node, "key": self.key, "step": self.step, "value": self.value,
+                "logged_at": _iso(self.logged_at)}
 
 
 @dataclass(frozen=True)
@@ -77,13 +121,109 @@ class ArtifactRecord:
 
 
 @dataclass(frozen=True)
+class TrialRecord:
+    """One trial of a tuner node (its work is the child run ``trial_run_id``)."""
+
+    node: str
+    number: int
+    params: Mapping[str, Any]
+    objective: float | None
+    status: str
+    trial_run_id: str | None
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"number": self.number, "params": dict(self.params), "objective": self.objective,
+                "status": self.status, "node": self.node, "trial_run_id": self.trial_run_id,
+                "seconds": self.seconds, "error": self.error}
+
+
+@dataclass(frozen=True)
 class RunDetail:
     run: RunRecord
     nodes: tuple[NodeRecord, ...]
     artifacts: tuple[ArtifactRecord, ...]
-    trials: tuple[Mapping[str, Any], ...] = ()
+    trials: tuple[TrialRecord, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {**self.run.to_json(), "nodes": [n.to_json() for n in self.nodes],
                 "artifacts": [a.to_json() for a in self.artifacts],
-                "trials": [dict(t) for t in self.trials]}
+                "trials": [t.to_json() for t in self.trials]}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Runs side by side: every param and final metric of any of them, per run."""
+
+    runs: tuple[RunRecord, ...]
+    params: Mapping[str, tuple[Any, ...]]  # key -> one value per run (None where absent)
+    metrics: Mapping[str, tuple[float | None, ...]]
+
+    @staticmethod
+    def differs(values: tuple[Any, ...]) -> bool:
+        return len({repr(v) for v in values}) > 1
+
+    def to_json(self) -> dict[str, Any]:
+        ids = [r.run_id for r in self.runs]
+
+        def table(values: Mapping[str, tuple[Any, ...]]) -> dict[str, Any]:
+            return {k: {"values": dict(zip(ids, v)), "differs": self.differs(v)}
+                    for k, v in values.items()}
+
+        return {"runs": [r.to_json() for r in self.runs], "params": table(self.params),
+                "metrics": table(self.metrics),
+                "different": {"params": [k for k, v in self.params.items() if self.differs(v)],
+                              "metrics": [k for k, v in self.metrics.items() if self.differs(v)]}}
+
+
+@dataclass(frozen=True)
+class LineageEntry:
+    """An artifact in another's ancestry (upstream) or descendants (downstream), with the
+    node execution that produced or consumed it."""
+
+    artifact: str | None
+    node: str
+    run_id: str
+    kind: str
+    status: str
+    port: str | None = None
+    type: str | None = None
+    hash: str | None = None
+    via: str | None = None  # downstream: the artifact this execution consumed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"artifact": self.artifact, "node": self.node, "run_id": self.run_id,
+                "kind": self.kind, "status": self.status, "port": self.port, "type": self.type,
+                "hash": self.hash, **({"via": self.via} if self.via else {})}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file a node read (a `Path` field of its config), with its content hash."""
+
+    node: str
+    field: str
+    path: str
+    hash: str | None
+    size: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.node, "field": self.field, "path": self.path, "hash": self.hash,
+                "size": self.size}
+
+
+@dataclass(frozen=True)
+class Lineage:
+    artifact: ArtifactRecord
+    run_id: str | None
+    upstream: tuple[LineageEntry, ...]
+    downstream: tuple[LineageEntry, ...]
+    sources: tuple[SourceFile, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"artifact": self.artifact.id, "node": self.artifact.node, "run_id": self.run_id,
+                "hash": self.artifact.hash, "type": self.artifact.type,
+                "upstream": [e.to_json() for e in self.upstream],
+                "downstream": [e.to_json() for e in self.downstream],
+                "sources": [s.to_json() for s in self.sources]}

@@ -9,13 +9,14 @@ node's final values (metric ports, and the last point of each logged series).
 Tuning adds two tables: a `Trial` row per trial of a tuner node (each trial is itself a
 child `Run`, ``parent_run_id`` pointing at the tuning run, so its executions, artifacts
 and metrics are recorded like any run's), and a `PopulationEvent` row per PBT
-exploit/explore decision. Timestamps are UTC. Schema changes go through the Alembic
+exploit/explore decision. `SourceFile` rows name the files (and their content hashes)
+that nodes read, where lineage ends. Timestamps are UTC. Schema changes go through the Alembic
 migrations in ``migrations/``.
 """
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Optional
 
 import json
 
@@ -65,7 +66,7 @@ class Param(Base):
     __tablename__ = "params"
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    value: Mapped[Any] = mapped_column(JSONText)
+    value: Mapped[Optional[Any]] = mapped_column(JSONText)  # a YAML null is SQL NULL
     value_num: Mapped[float | None] = mapped_column(Float)
 
 
@@ -159,3 +160,15 @@ class PopulationEvent(Base):
     from_score: Mapped[float | None] = mapped_column(Float)
     checkpoint_id: Mapped[str | None] = mapped_column(String(32))  # artifact id
     logged_at: Mapped[datetime]
+
+
+class SourceFile(Base):
+    """A file a node reads (a `Path` field of its config), by cache key: the file's content
+    hash is part of the key, so one key always means the same bytes. Lineage ends here."""
+
+    __tablename__ = "source_files"
+    cache_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    field: Mapped[str] = mapped_column(String(200), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    hash: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(Integer)

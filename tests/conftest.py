@@ -57,12 +57,10 @@ def _postgres_admin():
         return None, f"no PostgreSQL server at {POSTGRES_URL} ({type(exc).__name__})"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_location(request, tmp_path, monkeypatch):
-    """A brand-new store location on each backend; PostgreSQL databases are dropped after."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "store")
-        return
+@pytest.fixture(scope="session")
+def postgres_database():
+    """A fresh PostgreSQL database for this test session, dropped at its end:
+    ``(admin engine on it, its URL)``; skips (with the reason shown) where no server answers."""
     admin, reason = _postgres_admin()
     if admin is None:
         pytest.skip(reason)
@@ -71,17 +69,48 @@ def store_location(request, tmp_path, monkeypatch):
     name = f"flowopt_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    monkeypatch.setenv("FLOWOPT_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
-        yield url
+        yield engine, url
     finally:
         from flowopt.store import Store
 
         Store.dispose_all()
+        engine.dispose()
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(request, tmp_path, monkeypatch):
+    """A brand-new, empty PostgreSQL store URL: its own schema in the session's database
+    (``?options=-csearch_path=…``), dropped after the test; artifacts under tmp_path."""
+    engine, url = request.getfixturevalue("postgres_database")
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    monkeypatch.setenv("FLOWOPT_ARTIFACTS", str(tmp_path / "artifacts"))
+    try:
+        yield f"{url}?options=-csearch_path%3D{schema}"
+    finally:
+        from flowopt.store import Store
+
+        Store.dispose_all()
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_location(request, tmp_path):
+    """A brand-new store location on each backend (PostgreSQL: see `postgres_url`)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "store")
+        return
+    yield request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

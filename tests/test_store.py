@@ -116,5 +116,7 @@ def test_a_store_from_a_newer_flowopt_is_refused(store):
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     with pytest.raises(StoreError, match="newer than this flowopt"):
         Store.open(store.location)
+    from flowopt.store.migrate import HEAD
+
     with store.engine.begin() as conn:  # leave it openable for the fixture's clean-up
-        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": HEAD})

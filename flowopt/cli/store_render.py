@@ -1,0 +1,152 @@
+"""Human-readable output of the store commands (rich); ``--json`` uses the records."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_console = Console()
+_STATUS = {"succeeded": "green", "cached": "blue", "failed": "bold red", "skipped": "yellow",
+           "running": "cyan", "interrupted": "magenta", "abandoned": "bold magenta",
+           "pruned": "yellow"}
+
+
+def _status(text: str) -> str:
+    return f"[{_STATUS.get(text, '')}]{text}[/]"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def print_runs(records: Any) -> None:
+    if not records:
+        _console.print("no runs")
+        return
+    table = _table("run", "pipeline", "status", "started (UTC)", "seconds", "params", "metrics")
+    for record in records:
+        params = ", ".join(f"{k}={_value(v)}" for k, v in list(record.params.items())[:3])
+        metrics = ", ".join(f"{k}={_value(v)}" for k, v in list(record.metrics.items())[:3])
+        seconds = f"{record.seconds:.1f}" if record.seconds is not None else "-"
+        table.add_row(record.run_id[:12], record.pipeline, _status(record.status),
+                      record.started_at.strftime("%Y-%m-%d %H:%M:%S"), seconds, params, metrics)
+    _console.print(table)
+
+
+def print_run_detail(detail: Any) -> None:
+    run = detail.run
+    parent = f" · trial of {run.parent_run_id[:12]}" if run.parent_run_id else ""
+    _console.print(f"run [cyan]{run.run_id}[/] · pipeline [bold]{run.pipeline}[/] · "
+                   f"{_status(run.status)} · seed {run.seed}{parent}")
+    if run.error:
+        _console.print(f"[bold red]error:[/] {run.error}", highlight=False)
+    for title, values in (("params", run.params), ("metrics", run.metrics)):
+        if values:
+            _console.print(f"[bold]{title}[/]")
+            for key, value in values.items():
+                _console.print(f"  {key:<28} {_value(value)}")
+    table = _table("node", "kind", "status", "seconds", "cache key", "outputs")
+    for node in detail.nodes:
+        table.add_row(node.id, node.kind, _status(node.status), f"{node.seconds:.2f}",
+                      node.cache_key[:12], ", ".join(a[:8] for a in node.outputs))
+    _console.print(table)
+    for node in detail.nodes:
+        if node.error:
+            _console.print(f"[red]{node.id}:[/] {node.error}", highlight=False)
+    if detail.trials:
+        _console.print("[bold]trials[/]")
+        trials = _table("node", "#", "status", "objective", "params", "run")
+        for trial in detail.trials:
+            trials.add_row(trial.node, str(trial.number), _status(trial.status),
+                           _value(trial.objective),
+                           ", ".join(f"{k}={_value(v)}" for k, v in trial.params.items()),
+                           (trial.trial_run_id or "")[:12])
+        _console.print(trials)
+
+
+def print_comparison(comparison: Any) -> None:
+    """Rows: params then metrics; columns: runs. Rows whose values differ are highlighted."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("")
+    for run in comparison.runs:
+        table.add_column(f"{run.run_id[:12]}\n{run.pipeline} · {run.status}", justify="right")
+    for title, values in (("params", comparison.params), ("metrics", comparison.metrics)):
+        if not values:
+            continue
+        table.add_row(f"[bold]{title}[/]", *[""] * len(comparison.runs))
+        for key, row in values.items():
+            differs = comparison.differs(row)
+            style = "bold yellow" if differs else "dim"
+            cells = [_value(v) for v in row]
+            if title == "metrics" and differs:
+                numbers = [v for v in row if isinstance(v, (int, float))]
+                best = max(numbers) if numbers else None
+                cells = [f"[green]{c}[/]" if v == best else c for c, v in zip(cells, row)]
+            table.add_row(f"[{style}]{key}[/]", *cells)
+    _console.print(table)
+    different = sum(comparison.differs(v) for v in [*comparison.params.values(),
+                                                    *comparison.metrics.values()])
+    _console.print(f"{different} of {len(comparison.params) + len(comparison.metrics)} values "
+                   "differ (highlighted)")
+
+
+def print_lineage(lineage: Any, direction: str) -> None:
+    art = lineage.artifact
+    _console.print(f"artifact [cyan]{art.id}[/] · {art.type} · {art.node}.{art.port} · run "
+                   f"{(lineage.run_id or '?')[:12]} · hash {art.hash[:16]}")
+    if direction in ("upstream", "both"):
+        _console.print(f"[bold]upstream[/] ({len(lineage.upstream)} artifacts)")
+        table = _table("artifact", "node", "kind", "port", "type", "run", "hash")
+        for e in lineage.upstream:
+            table.add_row(e.artifact[:12], e.node, e.kind, e.port or "", e.type or "",
+                          e.run_id[:12], (e.hash or "")[:12])
+        _console.print(table)
+        if lineage.sources:
+            _console.print("[bold]source files[/]")
+            for source in lineage.sources:
+                _console.print(f"  {source.path}  hash {source.hash or 'missing'}  "
+                               f"({source.node}.{source.field}, {_value(source.size)} bytes)")
+    if direction in ("downstream", "both"):
+        _console.print(f"[bold]downstream[/] ({len(lineage.downstream)} uses)")
+        table = _table("artifact", "node", "kind", "status", "run", "consumed")
+        for e in lineage.downstream:
+            table.add_row((e.artifact or "–")[:12], e.node, e.kind, _status(e.status),
+                          e.run_id[:12], (e.via or "")[:12])
+        _console.print(table)
+
+
+def print_check(report: Any) -> None:
+    _console.print(f"checked {report.artifacts} artifacts ({report.blobs} blobs)")
+    for entry in report.missing:
+        _console.print(f"[red]missing[/] blob {entry['hash'][:16]} of artifact "
+                       f"{entry['artifact'][:12]} ({entry['node']} in run {(entry['run_id'] or '?')[:12]})")
+    for entry in report.corrupt:
+        _console.print(f"[bold red]corrupt[/] {entry['where']} {entry['hash'][:16]} of artifact "
+                       f"{entry['artifact'][:12]} ({entry['node']} in run {(entry['run_id'] or '?')[:12]})")
+    for leftover in report.leftovers:
+        _console.print(f"[yellow]unfinished write[/] {leftover}")
+    for action in report.repaired:
+        _console.print(f"repaired: {action}")
+    if report.ok:
+        _console.print("[green]ok[/]")
+    elif not report.repaired:
+        _console.print("hint: `flowopt store check --repair` deletes corrupt blobs; the nodes "
+                       "that made them run again when next needed")
+
+
+def print_gc(report: Any) -> None:
+    verb = "would remove" if report.dry_run else "removed"
+    _console.print(f"{verb} {len(report.blobs)} unreferenced blobs ({report.bytes} bytes)"
+                   + (f"; kept {report.kept_young} younger than --min-age" if report.kept_young else ""))
+    if report.dry_run and report.blobs:
+        _console.print("dry run: pass --yes to delete them")
