@@ -5,6 +5,7 @@ Metrics are output ports (``score.accuracy``), so tuners bind them like any inpu
 from __future__ import annotations
 
 import copy
+import math
 from typing import Annotated, Any
 
 import numpy as np
@@ -58,3 +59,27 @@ def classification(model: Model, data: Dataset,
     return {"accuracy": correct.double().mean().item(),
             "loss": F.cross_entropy(logits, data.y).item(),
             "ece": expected_calibration_error(confidence.numpy(), correct.numpy(), bins)}
+
+
+@node("evaluator.steps_to_target", metrics=["steps", "reached"], deterministic=True)
+def steps_to_target(model: Model,
+                    target: Annotated[float, Field(gt=0, le=1)] = 0.95) -> dict[str, float]:
+    """Training steps until the validation accuracy first reached `target` (AlgoPerf-style).
+
+    Time-to-result as in "Benchmarking Neural Network Training Algorithms" (Dahl et al.
+    2023), counted in steps rather than seconds so that it does not depend on the machine:
+    the first evaluation step whose accuracy is ≥ ``target``, read from the validation
+    curve an optimizer node records in ``model.meta["val_curve"]`` when its ``val`` input is
+    bound (so the resolution is the trainer's ``eval_every``). Not reached within the
+    budget: ``steps`` is +inf (AlgoPerf scores such a run as infinitely slow), ``reached`` 0.
+
+    Inputs: ``model`` (trained with ``val`` bound). Outputs (metrics): ``steps``,
+    ``reached`` (1.0 or 0.0). ``with:`` fields (defaults): ``target`` (0.95).
+    """
+    curve = model.meta.get("val_curve")
+    if not curve:
+        raise ValueError("evaluator.steps_to_target needs a model trained with a 'val' input "
+                         "(its meta has no 'val_curve')")
+    first = next((step for step, accuracy in curve if accuracy >= target), None)
+    return {"steps": float(first) if first is not None else math.inf,
+            "reached": 1.0 if first is not None else 0.0}

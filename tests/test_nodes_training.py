@@ -183,10 +183,12 @@ def test_training_is_reproducible_per_seed_even_with_dropout(blobs, make_ctx):
 def test_training_logs_the_loss_every_ten_steps_and_reports_each_step(blobs, make_ctx):
     ctx = make_ctx()
     trained = train("adam", mlp(blobs, make_ctx), blobs, ctx, steps=25)
-    assert [(key, step) for key, _, step in ctx.logged] == \
-        [("loss", 10), ("loss", 20), ("loss", 25)]
-    assert ctx.logged[-1][1] < ctx.logged[0][1]
-    assert trained.meta["final_loss"] == ctx.logged[-1][1]
+    losses = [(value, step) for key, value, step in ctx.logged if key == "loss"]
+    assert [step for _, step in losses] == [10, 20, 25]
+    assert losses[-1][0] < losses[0][0]
+    assert trained.meta["final_loss"] == losses[-1][0]
+    assert [step for key, _, step in ctx.logged if key == "lr"] == list(range(1, 26))
+    assert {key for key, _, _ in ctx.logged} == {"loss", "lr", "state_bytes_per_param"}
     progress = [fields for event, fields in ctx.events if event == "node_progress"]
     assert [(p["step"], p["total"]) for p in progress] == [(s, 25) for s in range(1, 26)]
 
@@ -224,13 +226,13 @@ def test_optimizer_defaults_follow_the_papers_and_pytorch():
     def defaults(factory):
         return factory.kind.config().model_dump()
 
+    shared = {"steps": 200, "batch_size": 64, "device": "auto", "on_nonfinite": "fail",
+              "eval_every": 50, "schedule": {"name": "constant", "warmup": 0.0}}
     assert defaults(optimizer.adam) == {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
-                                        "weight_decay": 0.0, "steps": 200, "batch_size": 64,
-                                        "device": "auto"}
+                                        "weight_decay": 0.0, **shared}
     assert defaults(optimizer.adamw) == {**defaults(optimizer.adam), "weight_decay": 0.01}
     assert defaults(optimizer.sgd) == {"lr": 1e-3, "momentum": 0.0, "nesterov": False,
-                                       "weight_decay": 0.0, "steps": 200, "batch_size": 64,
-                                       "device": "auto"}
+                                       "weight_decay": 0.0, **shared}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -239,3 +241,90 @@ def test_training_on_cuda_returns_a_cpu_model_close_to_cpu_training(blobs, make_
     on_gpu = train("adam", net, blobs, make_ctx(), device="cuda")
     assert all(p.device.type == "cpu" for p in on_gpu.module.parameters())
     assert full_loss(on_gpu, blobs) < 0.5 * full_loss(net, blobs)
+
+
+# --- non-finite losses, task checks, validation curves, checkpoints ------------------------
+
+class PoisonAt:
+    """A loss recipe stand-in: cross-entropy, but NaN at the given call numbers."""
+
+    def __init__(self, bad_calls):
+        self.bad_calls, self.calls = set(bad_calls), 0
+        self.recipe = {"builder": "cross_entropy"}
+
+    def build(self):
+        def fn(outputs, targets):
+            self.calls += 1
+            value = F.cross_entropy(outputs, targets)
+            return value * float("nan") if self.calls in self.bad_calls else value
+        return fn
+
+
+def test_a_nan_loss_fails_the_node_naming_the_exact_step(blobs, make_ctx):
+    from flowopt.nodes.optimizer.training import NonFiniteLoss
+
+    with pytest.raises(NonFiniteLoss, match="at step 7;") as info:
+        optimizer.adam.fn(mlp(blobs, make_ctx), blobs, PoisonAt({7}), make_ctx(), steps=30,
+                          device="cpu")
+    assert info.value.step == 7
+
+
+def test_skip_step_drops_the_update_of_a_nan_step_and_counts_it(blobs, make_ctx):
+    net = mlp(blobs, make_ctx, hidden=[16])
+    trained = optimizer.adam.fn(net, blobs, PoisonAt({3, 4, 20}), make_ctx(), steps=40,
+                                device="cpu", on_nonfinite="skip_step", lr=0.01)
+    assert trained.meta["skipped_steps"] == 3
+    assert all(torch.isfinite(p).all() for p in trained.module.parameters())
+    assert full_loss(trained, blobs) < 0.5 * full_loss(net, blobs)
+
+
+def test_a_regression_loss_on_a_classifier_fails_before_the_first_step(blobs, make_ctx):
+    ctx = make_ctx()
+    with pytest.raises(ValueError, match="'mse' is a regression loss, but the model is for "
+                                         "classification"):
+        optimizer.lion.fn(mlp(blobs, make_ctx), blobs, Loss(recipe={"builder": "mse"}), ctx)
+    assert ctx.events == [] and ctx.logged == []
+
+
+def test_a_validation_set_gives_accuracy_and_loss_curves(blobs, make_ctx):
+    ctx = make_ctx()
+    trained = optimizer.adam.fn(mlp(blobs, make_ctx), blobs, XENT, ctx, val=blobs, lr=0.01,
+                                steps=25, eval_every=10, device="cpu")
+    accuracy = [(step, value) for key, value, step in ctx.logged if key == "val_accuracy"]
+    assert [step for step, _ in accuracy] == [10, 20, 25]
+    assert [step for key, _, step in ctx.logged if key == "val_loss"] == [10, 20, 25]
+    assert trained.meta["val_curve"] == [[s, v] for s, v in accuracy]
+    assert accuracy[-1][1] > 0.9
+
+
+@pytest.mark.parametrize("name,options", [
+    ("adam", {"lr": 0.01}),
+    ("adam8bit", {"lr": 0.01, "block_size": 64, "min_8bit_size": 0}),
+    ("stable_spam", {"lr": 0.01, "reset_every": 7}),
+])
+def test_a_run_resumed_from_a_checkpoint_equals_an_uninterrupted_run(blobs, make_ctx, name, options):
+    from safetensors.torch import load, save
+
+    from flowopt.nodes.optimizer.training import Trainer
+
+    net = mlp(blobs, make_ctx, hidden=[16], dropout=0.3)
+    factory = {"adam": lambda p: torch.optim.Adam(p, **options)}
+    if name != "adam":
+        from flowopt.nodes.optimizer.algorithms.eightbit import Adam8bit
+        from flowopt.nodes.optimizer.algorithms.stable_spam import StableSPAM
+
+        cls = Adam8bit if name == "adam8bit" else StableSPAM
+        factory[name] = lambda p: cls(p, **options)
+
+    def trainer():
+        return Trainer(net, blobs, XENT, make_ctx(5), make_optimizer=factory[name], steps=23,
+                       batch_size=32, device="cpu", name=name,
+                       schedule=optimizer.common._SCHEDULE.validate_python("cosine"))
+
+    straight = trainer().run().result()
+    first = trainer().run(until=13)
+    tensors, meta = first.checkpoint()
+    tensors = load(save(tensors))  # through safetensors, as a store would keep it
+    resumed = trainer().restore(tensors, meta).run().result()
+    assert state_equal(straight.module, resumed.module)
+    assert resumed.meta["final_loss"] == straight.meta["final_loss"]
