@@ -86,6 +86,30 @@ class Model(Artifact):
 
 
 @dataclass
+class QuantizedModel(Model):
+    """A model whose weights are stored as integer codes plus scales (or codebooks).
+
+    ``packed`` holds the stored tensors (packed codes, scales, zero-points, codebooks) and
+    ``layout`` (JSON) says how each parameter decodes; ``recipe`` is the float model's.
+    ``module`` is never stored: `assemble` rebuilds it from ``packed`` with the builder
+    named by ``layout["decoder"]``, so what runs is exactly what the stored codes mean.
+    It is a `Model`, so every port that takes a model takes it.
+    """
+
+    type_name = "quantized_model"
+    packed: dict[str, Any] = field(default_factory=dict)
+    layout: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def assemble(cls, recipe: dict[str, Any], packed: dict[str, Any], layout: dict[str, Any],
+                 meta: dict | None = None) -> "QuantizedModel":
+        module = build({"builder": layout["decoder"], "recipe": recipe, "layout": layout,
+                        "packed": packed})
+        return cls(module=module, recipe=dict(recipe), meta=dict(meta or {}),
+                   packed=dict(packed), layout=dict(layout))
+
+
+@dataclass
 class Recipe(Artifact):
     """A piece of configuration that is code, e.g. a loss: built on demand, stored as JSON."""
 
@@ -141,6 +165,9 @@ def encode(value: Any) -> tuple[str, str, bytes]:
     if isinstance(value, Dataset):
         return "dataset", "safetensors", _tensors_to_bytes(
             {"x": value.x, "y": value.y}, {"meta": value.meta})
+    if isinstance(value, QuantizedModel):  # before Model: it is one
+        return "quantized_model", "safetensors", _tensors_to_bytes(
+            value.packed, {"recipe": value.recipe, "meta": value.meta, "layout": value.layout})
     if isinstance(value, Model):
         return "model", "safetensors", _tensors_to_bytes(
             value.module.state_dict(), {"recipe": value.recipe, "meta": value.meta})
@@ -163,6 +190,9 @@ def decode(type_name: str, fmt: str, payload: bytes) -> Any:
         tensors, header = _tensors_from_bytes(payload)
         if type_name == "dataset":
             return Dataset(x=tensors["x"], y=tensors["y"], meta=header["meta"])
+        if type_name == "quantized_model":
+            return QuantizedModel.assemble(header["recipe"], tensors, header["layout"],
+                                           header.get("meta"))
         if type_name == "model":
             model = Model.from_recipe(header["recipe"], header.get("meta"))
             model.module.load_state_dict(tensors)

@@ -69,3 +69,36 @@ def set_dropout_generator(module: nn.Module, generator: torch.Generator | None) 
     for layer in module.modules():
         if isinstance(layer, SeededDropout):
             layer.generator = generator
+
+
+def make_cnn(n_inputs: int, n_outputs: int, image: list[int], channels: list[int],
+             hidden: int, generator: torch.Generator | None = None) -> nn.Sequential:
+    """Rows of `n_inputs` pixels → image → (3×3 conv, ReLU) per channel width → 2×2 max-pool
+    → linear `hidden` → ReLU → linear output.
+
+    Convolutions pad by 1, so only the pool halves the image. Every weight and bias is
+    drawn from U(−1/√fan_in, 1/√fan_in) (PyTorch's default bound for both layer types)
+    using `generator` (a fixed seed 0 when None, so rebuilding is repeatable).
+    """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    depth, height, width = image
+    if depth * height * width != n_inputs:
+        raise ValueError(f"an image of {image} holds {depth * height * width} values, "
+                         f"not the {n_inputs} inputs")
+    layers: list[nn.Module] = [nn.Unflatten(1, (depth, height, width))]
+    for fan_in, fan_out in zip([depth, *channels], channels, strict=False):
+        layers += [_conv(fan_in, fan_out, generator), nn.ReLU()]
+    layers += [nn.MaxPool2d(2), nn.Flatten(),
+               _linear(channels[-1] * (height // 2) * (width // 2), hidden, generator), nn.ReLU(),
+               _linear(hidden, n_outputs, generator)]
+    return nn.Sequential(*layers)
+
+
+def _conv(fan_in: int, fan_out: int, generator: torch.Generator) -> nn.Conv2d:
+    layer = nn.utils.skip_init(nn.Conv2d, fan_in, fan_out, 3, padding=1)
+    bound = 1.0 / math.sqrt(fan_in * 9)
+    with torch.no_grad():
+        nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return layer
