@@ -30,6 +30,8 @@ from .artifacts import canonical_json
 from .errors import GraphError, SpecError
 from .registry import REGISTRY, NodeKind, Port, load_plugin
 from .spec import LoadedSpec, PipelineSpec, interpolate, param_refs
+from .tuning.kinds import is_tuner
+from .tuning.subgraph import export_port, plan_tuners
 from .yamlfile import LineMap
 
 
@@ -70,6 +72,8 @@ class Graph:
     spec: PipelineSpec
     nodes: Mapping[str, Node]
     dag: nx.DiGraph = field(repr=False)
+    #: tuner node id -> `flowopt.tuning.subgraph.TunerPlan` (what it owns); empty if none
+    tuners: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes.values())
@@ -136,6 +140,7 @@ class _Compiler:
         configs = {nid: self.config(nid, kinds[nid]) for nid in self.spec.nodes}
         bindings = {nid: self.bindings(nid, kinds) for nid in self.spec.nodes}
         dag = self.dag(bindings)
+        tuners = self.tuners(kinds, configs, bindings, dag)
         order = list(nx.lexicographical_topological_sort(dag))
         nodes: dict[str, Node] = {}
         for nid in order:
@@ -144,14 +149,21 @@ class _Compiler:
             kind = kinds[nid]
             seed = derive_seed(self.spec.seed, nid)
             input_keys = {port: nodes[b.node].output_key(b.port) for port, b in bindings[nid].items()}
-            key = cache_key(kind, {**configs[nid], **self.fingerprint(nid)}, input_keys,
+            extra = tuners[nid].fingerprint() if nid in tuners else {}
+            key = cache_key(kind, {**configs[nid], **self.fingerprint(nid), **extra}, input_keys,
                             None if kind.deterministic else seed)
             nodes[nid] = Node(id=nid, kind=kind, config=MappingProxyType(configs[nid]),
                               inputs=MappingProxyType(bindings[nid]),
                               params=frozenset(param_refs(self.spec.nodes[nid].config)),
                               seed=seed, cache_key=key)
         return Graph(name=self.spec.pipeline, seed=self.spec.seed, spec=self.spec,
-                     nodes=MappingProxyType(nodes), dag=nx.freeze(dag))
+                     nodes=MappingProxyType(nodes), dag=nx.freeze(dag),
+                     tuners=MappingProxyType(tuners))
+
+    def tuners(self, kinds: dict[str, NodeKind], configs: dict[str, dict[str, Any]],
+               bindings: dict[str, dict[str, Binding]], dag: nx.DiGraph) -> dict[str, Any]:
+        """What each tuner node owns (`flowopt.tuning.subgraph`), checked; {} if none."""
+        return plan_tuners(self.spec, kinds, configs, bindings, dag, self.error)
 
     def fingerprint(self, nid: str) -> dict[str, Any]:
         files = self.file_digests.get(nid)
@@ -214,6 +226,8 @@ class _Compiler:
             if source not in self.spec.nodes:
                 raise self.error(path, f"no node '{source}' to bind (nodes: {', '.join(self.spec.nodes)})")
             output = kinds[source].output(source_port)
+            if output is None and source_port and is_tuner(kinds[source]):
+                output = export_port(kinds, source_port)  # the best trial's output of NODE
             if output is None:
                 names = ", ".join(p.name for p in kinds[source].outputs) or "none"
                 raise self.error(path, f"node '{source}' ({kinds[source].name}) has no output "

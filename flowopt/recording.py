@@ -65,6 +65,7 @@ class RunInfo:
     params: Mapping[str, Any]
     spec: Mapping[str, Any]
     source: str | None = None
+    parent_run_id: str | None = None  # a tuner's trial: the tuning run
 
 
 class Recorder(Protocol):
@@ -102,6 +103,9 @@ class MemoryRecorder:
         self.blobs: dict[str, tuple[str, str, bytes]] = {}
         self.executions: list[ExecutionRecord] = []
         self.metrics: list[tuple[str, str, str, float, int | None]] = []
+        self.trials: dict[tuple[str, str, int], Any] = {}  # (run, node, number) -> TrialInfo
+        self.population: list[tuple[str, str, Any]] = []  # (run, node, event), in order
+        self.checkpoints: dict[str, bytes] = {}
 
     def begin_run(self, info: RunInfo) -> str:
         run_id = new_id()
@@ -138,3 +142,55 @@ class MemoryRecorder:
 
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
         self.runs[run_id].update(status=status, error=error)
+
+    # -- trials (flowopt.tuning.records.TrialRecorder) --------------------------------
+    def record_trial(self, trial: Any) -> None:
+        with self._lock:
+            self.trials[(trial.run_id, trial.node_id, trial.number)] = trial
+            if trial.trial_run_id in self.runs:
+                self.runs[trial.trial_run_id]["parent"] = trial.run_id
+
+    def _tuning_trials(self, pipeline: str, exclude_run: str, **attributes: str) -> list[Any]:
+        with self._lock:
+            trials = list(self.trials.values())
+        return [t for t in trials if t.run_id != exclude_run
+                and self.runs[t.run_id]["info"].pipeline == pipeline
+                and all(t.attributes.get(k) == v for k, v in attributes.items())]
+
+    def resumable_trials(self, *, pipeline: str, node_id: str, tuner_key: str,
+                         exclude_run: str) -> list[Any]:
+        from .tuning.records import newest_run
+
+        trials = [t for t in self._tuning_trials(pipeline, exclude_run, tuner_key=tuner_key)
+                  if t.node_id == node_id]
+        order = {run_id: index for index, run_id in enumerate(self.runs)}  # insertion = time
+        return newest_run(trials, order)
+
+    def warm_trials(self, *, pipeline: str, space_key: str, exclude_run: str) -> list[Any]:
+        from .tuning.records import one_per_child
+
+        trials = self._tuning_trials(pipeline, exclude_run, space_key=space_key)
+        return one_per_child(sorted(trials, key=lambda t: (t.started_at is None, t.started_at)))
+
+    def run_outputs(self, run_id: str) -> dict[str, dict[str, ArtifactRef]]:
+        with self._lock:
+            return {r.node_id: dict(r.outputs) for r in self.executions
+                    if r.run_id == run_id and r.status in ("succeeded", "cached")}
+
+    # -- populations (flowopt.tuning.records.PopulationRecorder) ----------------------
+    def record_population_events(self, run_id: str, node_id: str, events: Iterable[Any]) -> None:
+        with self._lock:
+            self.population.extend((run_id, node_id, e) for e in events)
+
+    def population_events(self, run_id: str, node_id: str) -> list[Any]:
+        with self._lock:
+            return [e for r, n, e in self.population if r == run_id and n == node_id]
+
+    def save_checkpoint(self, label: str, payload: bytes, fmt: str) -> str:
+        checkpoint_id = new_id()
+        with self._lock:
+            self.checkpoints[checkpoint_id] = payload
+        return checkpoint_id
+
+    def load_checkpoint(self, checkpoint_id: str) -> bytes:
+        return self.checkpoints[checkpoint_id]

@@ -17,6 +17,11 @@ Policy, as a state machine per node::
 * **Failure.** Fail-fast: after the first failure no new node starts; running nodes
   finish and are recorded (so a re-run reuses them); the rest are recorded as skipped.
   Errors are values: the worker returns them, with the traceback, instead of raising.
+* **Tuners.** A tuner node's owned nodes are not scheduled here: the scheduler runs the
+  reduced graph of `flowopt.tuning.subgraph.scheduled_graph` and hands the tuner node, with
+  the outputs of every finished node, to `flowopt.tuning.trials.TuningLoop`, which runs
+  each trial as a child run with a `Scheduler` of its own (a tuner that owns training,
+  e.g. PBT, goes to `flowopt.tuning.owned.OwnedLoop` instead).
 * **Interrupt.** Ctrl-C sets the cancel flag, which nodes see at their next
   ``ctx.progress``; finished work is recorded, the run is marked ``interrupted``, and
   `KeyboardInterrupt` propagates. Re-running the same pipeline resumes from the cache.
@@ -38,6 +43,8 @@ from .events import Broadcast, RunListener
 from .executors import Executor, SyncExecutor, default_workers
 from .graph import Graph, Node
 from .recording import ArtifactRef, ExecutionRecord, Recorder, RunInfo, utcnow
+from .tuning.subgraph import scheduled_graph
+from .tuning.trials import tuning_best
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,8 @@ class RunResult:
     error: str | None = None
     failed_node: str | None = None
     traceback: str | None = None
+    tuned: bool = False  # the graph has a tuner node
+    best: Mapping[str, Any] | None = None  # a tuned run's {node, params, objective}
     _values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
     _recorder: Any = field(default=None, repr=False, compare=False)
 
@@ -81,7 +90,8 @@ class RunResult:
                 "nodes": {nid: {"status": r.status, "seconds": round(r.seconds, 4),
                                 **({"error": r.error} if r.error else {})}
                           for nid, r in self.nodes.items()},
-                "metrics": dict(self.metrics), "error": self.error}
+                "metrics": dict(self.metrics), "error": self.error,
+                **({"best": dict(self.best) if self.best else None} if self.tuned else {})}
 
 
 @dataclass
@@ -101,7 +111,10 @@ class Scheduler:
     def __init__(self, graph: Graph, recorder: Recorder, executor: Executor | None = None, *,
                  use_cache: bool = True, device: str = "auto",
                  listeners: list[RunListener] | tuple = (), source: str | None = None):
-        self.graph, self.recorder = graph, recorder
+        # A tuner's owned nodes run in its trials, not here (flowopt.tuning.subgraph).
+        self.compiled = graph
+        self.graph = scheduled_graph(graph) if getattr(graph, "tuners", None) else graph
+        self.recorder = recorder
         self.executor = executor or SyncExecutor()
         self.use_cache, self.device, self.source = use_cache, device, source
         self.emit = Broadcast(list(listeners))
@@ -112,10 +125,22 @@ class Scheduler:
         self.threads = max(1, default_workers() // max(1, self.executor.workers))
 
     # -- worker side -----------------------------------------------------------------
-    def _execute(self, run_id: str, node: Node, inputs: dict[str, Any]) -> _Outcome:
+    def _execute(self, run_id: str, node: Node, inputs: dict[str, Any],
+                 done: dict[str, dict[str, ArtifactRef]] | None = None) -> _Outcome:
+        """Run one node; a tuner node (`done`: outputs of finished nodes) runs its trials."""
         outcome = _Outcome(started_at=utcnow())
         start = time.perf_counter()
         try:
+            if done is not None:
+                from .tuning.kinds import owns_training
+                from .tuning.owned import OwnedLoop
+                from .tuning.trials import TuningLoop
+
+                loop = OwnedLoop if owns_training(node.kind) else TuningLoop
+                outcome.values, outcome.refs, outcome.metrics = loop(
+                    self, run_id, node, inputs, done).run()
+                outcome.seconds = time.perf_counter() - start
+                return outcome
             resolved = {port: self.recorder.load(v) if isinstance(v, ArtifactRef) else v
                         for port, v in inputs.items()}
             ctx = Context(run_id=run_id, node_id=node.id, seed=node.seed, device=self.device,
@@ -217,8 +242,10 @@ class Scheduler:
                         continue
                     inputs = {p: values[b.node][b.port] for p, b in node.inputs.items()}
                     self.emit("node_started", node_id=node.id)
+                    done = {n: dict(r) for n, r in refs.items()} if node.id in graph.tuners else None
                     running[self.executor.submit(
-                        lambda node=node, inputs=inputs: self._execute(run_id, node, inputs))] = node.id
+                        lambda node=node, inputs=inputs, done=done:
+                        self._execute(run_id, node, inputs, done))] = node.id
                 if not running:
                     break
                 # A timeout keeps the main thread responsive to Ctrl-C while nodes run.
@@ -246,8 +273,10 @@ class Scheduler:
 
         if interrupted:
             raise KeyboardInterrupt
+        best = tuning_best(graph, results, recorder) if graph.tuners else None
         return RunResult(run_id=run_id, pipeline=graph.name, status=status,
                          store=recorder.location, seconds=time.perf_counter() - start,
                          nodes={nid: results[nid] for nid in graph.nodes}, metrics=metrics,
                          error=error, failed_node=failed,
-                         traceback=failed_trace, _values=values, _recorder=recorder)
+                         traceback=failed_trace, tuned=bool(graph.tuners), best=best,
+                         _values=values, _recorder=recorder)

@@ -159,7 +159,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
     """Apply ``-s key=value`` overrides in place (values parsed as YAML scalars).
 
     Keys are dotted paths into the file: ``params.lr``, ``seed``,
-    ``nodes.train.with.steps``, ``nodes.net.in.data``. A param keeps its type (an int
+    ``nodes.train.with.steps``, ``nodes.net.in.data``, ``nodes.tune.kind``. A param keeps its type (an int
     param given ``0.5`` is an error); ``with:`` values are typed by the node's config model
     when the graph is compiled.
     """
@@ -177,10 +177,16 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
                 known = ", ".join(data.get("params", {})) or "none"
                 raise SpecError(f"unknown param in override (params: {known})", **where)
             data["params"][path[1]] = _coerce_like(data["params"][path[1]], value, where)
+        elif path[0] == "nodes" and len(path) == 3 and path[2] == "kind":
+            node = data.get("nodes", {}).get(path[1])
+            if not isinstance(node, dict) or not isinstance(value, str):
+                raise SpecError(f"no node '{path[1]}' in the pipeline" if not isinstance(node, dict)
+                                else "a kind is a name, e.g. nodes.tune.kind=tuner.random", **where)
+            node["kind"] = value  # e.g. swap one tuner for another
         elif path[0] == "nodes":
             if len(path) != 4 or path[2] not in ("in", "with"):
-                raise SpecError("node overrides look like nodes.ID.with.FIELD=VALUE "
-                                "or nodes.ID.in.PORT=NODE", **where)
+                raise SpecError("node overrides look like nodes.ID.with.FIELD=VALUE, "
+                                "nodes.ID.in.PORT=NODE or nodes.ID.kind=KIND", **where)
             node = data.get("nodes", {}).get(path[1])
             if not isinstance(node, dict):
                 raise SpecError(f"no node '{path[1]}' in the pipeline", **where)

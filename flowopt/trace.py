@@ -67,6 +67,10 @@ class NodeHandle(Output):
         self.kind = kind
 
     def __getattr__(self, name: str) -> Output:
+        from .tuning.kinds import is_tuner
+
+        if not name.startswith("_") and self.kind.output(name) is None and is_tuner(self.kind):
+            return _BestOutput(self.node_id, name)  # checked when the graph is compiled
         if name.startswith("_") or self.kind.output(name) is None:
             ports = ", ".join(p.name for p in self.kind.outputs)
             raise AttributeError(f"node '{self.node_id}' ({self.kind.name}) has no output "
@@ -76,6 +80,15 @@ class NodeHandle(Output):
     def __iter__(self) -> Iterator[Output]:
         return iter([Output(self.node_id, p.name) for p in self.kind.outputs
                      if p.type is not Metric])
+
+
+class _BestOutput(Output):
+    """``tune.train`` / ``tune.train.model``: the best trial's output of an owned node."""
+
+    def __getattr__(self, name: str) -> Output:
+        if name.startswith("_") or "." in str(self.port):
+            raise AttributeError(name)
+        return Output(self.node_id, f"{self.port}.{name}")
 
 
 def _active() -> "Pipeline":

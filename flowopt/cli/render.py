@@ -29,6 +29,11 @@ def print_run_summary(result: Any, store: str) -> None:
     _console.print(table)
     for key, value in result.metrics.items():
         _console.print(f"  {key:<28} {_number(value)}")
+    best = getattr(result, "best", None)
+    if best:
+        params = ", ".join(f"{k}={_number(v)}" for k, v in best["params"].items())
+        _console.print(f"best of tuner '{best['node']}': objective [bold]{_number(best['objective'])}"
+                       f"[/] with {params}", highlight=False)
     reused = sum(1 for n in result.nodes.values() if n.status == "cached")
     _console.print(f"run [cyan]{result.run_id}[/] {_status(result.status)} in "
                    f"{result.seconds:.2f}s · {reused}/{len(result.nodes)} nodes from cache · "

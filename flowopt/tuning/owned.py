@@ -1,0 +1,100 @@
+"""The loop for tuners that own training (``owns_training = True``, e.g. ``tuner.pbt``).
+
+The ask → run a whole trial → tell loop (`trials`) cannot serve a strategy that changes
+params *while* a model trains: PBT needs to stop members at ready points, copy
+checkpoints between them and record every decision. So the scheduler hands such a tuner
+node to `OwnedLoop` instead, which gives the strategy a `TrainingSession` — the compiled
+graph and the tuner's plan, the frontier values (what non-owned nodes produced, live),
+the run id, the cancel flag, and the recorder, reached only through the protocols of
+`records` (`TrialRecorder`, `PopulationRecorder`): the engine still never imports the
+store. The strategy's ``run_owned(session)`` trains and returns the tuner's values
+(``params``, ``objective``, its ``extra_outputs`` and every owned node's outputs as
+``NODE.PORT``); this loop saves them as the tuner's outputs.
+
+Members are recorded as trial rows (number = member, params = its current params,
+objective = its latest score, ``attributes.owned`` true), so ``runs show`` lists the
+population and resume finds a killed run the way the trial loop does (same
+``tuner_key``, not alive): `TrainingSession.resumable` names it.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from flowopt.errors import Interrupted
+from flowopt.executors import default_workers
+from flowopt.recording import ArtifactRef
+
+from .kinds import split_config, strategy_class
+
+
+@dataclass
+class TrainingSession:
+    """What a strategy that owns training may use (see the module docstring)."""
+
+    run_id: str
+    node: Any  # flowopt.graph.Node of the tuner
+    graph: Any  # the compiled graph (owned nodes included)
+    plan: Any  # flowopt.tuning.subgraph.TunerPlan
+    values: Mapping[str, Any]  # frontier "node.port" -> live value
+    recorder: Any  # TrialRecorder + PopulationRecorder
+    cancel: threading.Event
+    emit: Callable[..., None]
+    log_metric: Callable[[str, float, int | None], None]  # NODE.key series of the tuning run
+    config: Any  # TrainingTunerConfig: mode, parallel
+    device: str = "auto"
+    threads: int = 1
+    use_cache: bool = True
+    attributes: Mapping[str, Any] = field(default_factory=dict)  # on every member's trial row
+
+    def value(self, binding: Any) -> Any:
+        """The live value a binding of an owned node reads (a frontier output)."""
+        return self.values[f"{binding.node}.{binding.port}"]
+
+    def resumable(self) -> str | None:
+        """The run id of an interrupted or killed earlier run of this tuner (same cache key,
+        not alive) whose population this run continues; None with caching off or none."""
+        if not self.use_cache:
+            return None
+        trials = self.recorder.resumable_trials(
+            pipeline=self.graph.name, node_id=self.node.id, tuner_key=self.node.cache_key,
+            exclude_run=self.run_id)
+        return trials[0].run_id if trials else None
+
+
+class OwnedLoop:
+    """Runs one tuner node whose strategy owns training; same interface as `TuningLoop`."""
+
+    def __init__(self, host: Any, run_id: str, node: Any, inputs: Mapping[str, Any],
+                 done: Mapping[str, Mapping[str, ArtifactRef]]):
+        self.host, self.run_id, self.node = host, run_id, node
+        graph = host.compiled
+        plan = graph.tuners[node.id]
+        config, strategy_config = split_config(node.kind.name, dict(node.config))
+        self.strategy = strategy_class(node.kind.name)(
+            plan.space, mode=config.mode, seed=node.seed,
+            budget=getattr(strategy_config, "population", 1), config=strategy_config)
+        values = {}
+        for port in plan.frontier:
+            value = inputs.get(port)
+            values[port] = host.recorder.load(value) if isinstance(value, ArtifactRef) else value
+        self.session = TrainingSession(
+            run_id=run_id, node=node, graph=graph, plan=plan, values=values,
+            recorder=host.recorder, cancel=host.cancel, emit=host.emit,
+            log_metric=lambda k, v, s: host._log_metric(run_id, node.id, k, v, s), config=config,
+            device=host.device, threads=max(1, default_workers() // config.parallel),
+            use_cache=host.use_cache,
+            # no space_key: a member's score came from a schedule, not from fixed params,
+            # so another tuner's warm start must not read it as a trial of those params
+            attributes={"tuner_key": node.cache_key, "owned": True})
+
+    def run(self) -> tuple[dict[str, Any], dict[str, ArtifactRef], dict[str, float]]:
+        values = dict(self.strategy.run_owned(self.session))
+        if self.host.cancel.is_set():
+            raise Interrupted(f"tuner '{self.node.id}' interrupted")
+        refs = self.host.recorder.save_outputs(self.node.id, values)
+        return values, refs, {"objective": float(values["objective"])}
+
+
+__all__ = ["OwnedLoop", "TrainingSession"]

@@ -1,0 +1,219 @@
+"""What a tuner owns, worked out and checked when the pipeline is compiled.
+
+A tuner node's ``objective`` input is bound to a metric port ``O.m``. The tuner **owns**
+every node that both lies upstream of ``O`` (``O`` included) and is reached by one of
+the params it **searches** — the ``search:`` params that reach ``O``. Per trial, the
+owned nodes run again with the trial's param values; everything else upstream of ``O``
+does not depend on them, so it runs once, in the tuning run itself, before the tuner.
+
+Consequences, each enforced here (a `GraphError` naming file:line and key, before
+anything runs):
+
+* the objective must be a metric port, and at least one searched param must reach it;
+* every ``search:`` param must matter to some tuner's objective (one that reaches none
+  "cannot matter" — an error rather than a warning, because the trials it would cost are
+  real), and no param is searched by two tuners;
+* a tuner must not own another tuner; a node that is not owned must not consume an owned
+  node's output directly — it binds ``TUNER.NODE[.PORT]``, the best trial's output;
+* ``parallel`` must not exceed ``trials``, and the strategy's own config must validate;
+* a strategy may check its plan further (``check_plan(plan, spec, kinds, configs, error)``:
+  tuner.pbt refuses params that training cannot change mid-run).
+
+For scheduling, the tuning run sees a reduced graph (`scheduled_graph`): owned nodes are
+left out (they run in the trials' child runs) and the tuner's inputs become its
+**frontier** — the outputs of non-owned nodes that owned nodes consume — so the tuner
+starts once they are done, and its input edges in the store are honest lineage.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import networkx as nx
+import pydantic
+
+from flowopt.artifacts import canonical_json
+from flowopt.registry import NodeKind, Port
+from flowopt.spec import Domain, PipelineSpec
+
+from .kinds import is_tuner, split_config, strategy_class
+
+
+@dataclass(frozen=True)
+class TunerPlan:
+    """A tuner's share of the graph (frozen; built by `plan_tuners`)."""
+
+    node_id: str
+    kind: str
+    objective: Any  # flowopt.graph.Binding: the metric port the tuner reads
+    space: Mapping[str, Domain]  # searched params, in search: order
+    owned: tuple[str, ...]  # run per trial, in the graph's topological order
+    needed: tuple[str, ...]  # upstream closure of the objective: a trial graph's nodes
+    frontier: Mapping[str, Any]  # "node.port" -> Binding: non-owned outputs owned nodes use
+    space_key: str
+
+    @property
+    def metric(self) -> str:
+        return f"{self.objective.node}.{self.objective.port}"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What enters the tuner's cache key beyond its config and input: the space."""
+        return {"__search__": {k: d.model_dump() for k, d in self.space.items()}}
+
+
+def export_port(kinds: Mapping[str, NodeKind], text: str) -> Port | None:
+    """``NODE[.PORT]`` as a tuner's output port named ``NODE.PORT`` (None if no such output)."""
+    node_id, _, port = text.partition(".")
+    kind = kinds.get(node_id)
+    output = kind.output(port or None) if kind is not None else None
+    if output is None:
+        return None
+    return Port(f"{node_id}.{output.name}", output.type, output.optional)
+
+
+def plan_tuners(spec: PipelineSpec, kinds: Mapping[str, NodeKind], configs: Mapping[str, Any],
+                bindings: Mapping[str, Mapping[str, Any]], dag: nx.DiGraph,
+                error: Callable[..., Exception]) -> dict[str, TunerPlan]:
+    """Plans for every tuner node, after checking the rules in the module docstring."""
+    tuners = [nid for nid in spec.nodes if is_tuner(kinds[nid])]
+    if not tuners:
+        return {}
+    order = {nid: i for i, nid in enumerate(nx.lexicographical_topological_sort(dag))}
+    plans: dict[str, TunerPlan] = {}
+    claimed: dict[str, str] = {}
+    for tid in tuners:
+        _check_config(tid, kinds[tid].name, configs[tid], error)
+        objective = bindings[tid]["objective"]
+        source = kinds[objective.node]
+        if objective.port not in source.metrics:
+            metrics = ", ".join(source.metrics) or "none"
+            raise error(("nodes", tid, "in", "objective"),
+                        f"the objective must be a metric port; '{objective}' is not one "
+                        f"(metrics of '{objective.node}' ({source.name}): {metrics})")
+        upstream = nx.ancestors(dag, objective.node) | {objective.node}
+        searched = [p for p in spec.search if f"params.{p}" in upstream]
+        if not searched:
+            what = ", ".join(spec.search) or "none"
+            raise error(("nodes", tid, "in", "objective"),
+                        f"tuner '{tid}': objective '{objective}' depends on no searched param "
+                        f"(search: {what})",
+                        hint="add the params to search: (or fo.param(..., low=, high=)) and use "
+                             "them in nodes upstream of the objective")
+        for name in searched:
+            if name in claimed:
+                raise error(("search", name), f"param '{name}' is searched by two tuners "
+                                              f"('{claimed[name]}' and '{tid}')")
+            claimed[name] = tid
+        reached = set().union(*(nx.descendants(dag, f"params.{p}") for p in searched))
+        owned = sorted((n for n in upstream if n in reached and not dag.nodes[n].get("param")),
+                       key=order.__getitem__)
+        for nid in owned:
+            if is_tuner(kinds[nid]):
+                raise error(("nodes", nid), f"tuner '{tid}' would run tuner '{nid}' in every "
+                                            "trial: its searched params reach it",
+                            hint="a tuner cannot own another tuner; search disjoint params")
+        needed = sorted((n for n in upstream if not dag.nodes[n].get("param")),
+                        key=order.__getitem__)
+        owned_set = set(owned)
+        frontier = {f"{b.node}.{b.port}": b for nid in owned for b in bindings[nid].values()
+                    if b.node not in owned_set}
+        space = {p: spec.search[p] for p in searched}
+        space_key = hashlib.blake2b(canonical_json({
+            "space": {k: d.model_dump() for k, d in space.items()},
+            "objective": str(objective)}), digest_size=16).hexdigest()
+        plans[tid] = TunerPlan(node_id=tid, kind=kinds[tid].name, objective=objective,
+                               space=MappingProxyType(space), owned=tuple(owned),
+                               needed=tuple(needed), frontier=MappingProxyType(frontier),
+                               space_key=space_key)
+        check = getattr(strategy_class(kinds[tid].name), "check_plan", None)
+        if check is not None:  # e.g. tuner.pbt: only params training can change mid-run
+            check(plans[tid], spec, kinds, configs, error)
+    _check_claims(spec, dag, claimed, error)
+    _check_consumers(spec, kinds, bindings, plans, error)
+    return plans
+
+
+def _check_config(tid: str, kind: str, config: Mapping[str, Any],
+                  error: Callable[..., Exception]) -> None:
+    try:
+        framework, _ = split_config(kind, dict(config))
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        raise error(("nodes", tid, "with", *first["loc"]), first["msg"]) from None
+    trials = getattr(framework, "trials", None)  # a tuner that owns training has none
+    if trials is not None and framework.parallel > trials:
+        raise error(("nodes", tid, "with", "parallel"),
+                    f"parallel ({framework.parallel}) must not exceed trials ({trials})")
+
+
+def _check_claims(spec: PipelineSpec, dag: nx.DiGraph, claimed: Mapping[str, str],
+                  error: Callable[..., Exception]) -> None:
+    for name in spec.search:
+        if name in claimed:
+            continue
+        users = sorted(n for n in dag.successors(f"params.{name}"))
+        if not users:
+            raise error(("search", name), f"search param '{name}' cannot matter: no node uses "
+                                          f"${{params.{name}}}",
+                        hint="remove it from search:, or use it in a node's with:")
+        raise error(("search", name), f"search param '{name}' cannot matter: no tuner's objective "
+                                      f"depends on it (it reaches {', '.join(users)})",
+                    hint="remove it from search:, or use it upstream of the objective")
+
+
+def _check_consumers(spec: PipelineSpec, kinds: Mapping[str, NodeKind],
+                     bindings: Mapping[str, Mapping[str, Any]], plans: Mapping[str, TunerPlan],
+                     error: Callable[..., Exception]) -> None:
+    owner = {nid: plan.node_id for plan in plans.values() for nid in plan.owned}
+    for nid in spec.nodes:
+        for port, b in bindings[nid].items():
+            where = ("nodes", nid, "in", port)
+            if b.node in plans and "." in b.port:
+                plan = plans[b.node]
+                exported = b.port.split(".", 1)[0]
+                if exported not in plan.owned:
+                    raise error(where, f"'{b.node}.{b.port}': tuner '{b.node}' does not run "
+                                       f"'{exported}' (it owns: {', '.join(plan.owned)})")
+            elif b.node in owner and owner.get(nid) != owner[b.node] \
+                    and not (nid == owner[b.node] and port == "objective"):
+                tid = owner[b.node]
+                raise error(where, f"'{nid}' consumes '{b}', which tuner '{tid}' runs once per "
+                                   "trial", hint=f"bind '{tid}.{b}' to use the best trial's output")
+
+
+def scheduled_graph(graph: Any) -> Any:
+    """The graph the tuning run schedules: owned nodes left out, each tuner's inputs
+    replaced by its frontier (see the module docstring)."""
+    from flowopt.graph import Graph
+
+    owned = {nid for plan in graph.tuners.values() for nid in plan.owned}
+    nodes = {}
+    for node in graph:
+        if node.id in owned:
+            continue
+        plan = graph.tuners.get(node.id)
+        nodes[node.id] = replace(node, inputs=plan.frontier) if plan is not None else node
+    dag = nx.DiGraph()
+    dag.add_nodes_from(nodes)
+    for node in nodes.values():
+        for binding in node.inputs.values():
+            dag.add_edge(binding.node, node.id)
+    return Graph(name=graph.name, seed=graph.seed, spec=graph.spec,
+                 nodes=MappingProxyType(nodes), dag=nx.freeze(dag), tuners=graph.tuners)
+
+
+def trial_spec(graph: Any, plan: TunerPlan, params: Mapping[str, Any]) -> PipelineSpec:
+    """The pipeline one trial runs: the objective's upstream closure, the trial's values
+    in place of the searched params' (node ids, seeds and every other value unchanged, so
+    nodes the params do not reach keep their cache keys)."""
+    needed = set(plan.needed)
+    inner = {name for other in graph.tuners.values() if other.node_id in needed
+             for name in other.space}
+    spec = graph.spec
+    return spec.model_copy(update={
+        "params": {**spec.params, **params},
+        "nodes": {nid: n for nid, n in spec.nodes.items() if nid in needed},
+        "search": {k: d for k, d in spec.search.items() if k in inner},
+        "plugins": []})  # already loaded by the tuning run (and relative to its file)

@@ -1,0 +1,123 @@
+"""Writing and reading tuner trials: the `Store` half of `flowopt.tuning.records.TrialRecorder`.
+
+A mixin of `Store`. Trial rows are written directly (one small transaction each, not
+through the row buffer) because resume depends on them: after a ``kill -9`` every
+trial that finished is in the table, and its child run was flushed when it ended. A
+trial row also makes its child run a child: ``runs.parent_run_id`` is set in the same
+transaction (once: a resumed copy of a trial leaves its child run where it was).
+
+Which earlier run a tuner resumes from is decided here, from the rows: the newest
+(by start time) tuning run of the same pipeline and node whose trials carry the same
+``tuner_key``, unless that run is still alive — ``running`` and, on this host, its
+process exists, or on another host its heartbeat is fresh (`liveness`).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from flowopt.recording import ArtifactRef
+
+from .liveness import HOST, STALE_SECONDS, pid_alive
+from .schema import Artifact, Edge, Execution, Run, Trial
+
+
+def _trial_info(row: Any) -> Any:
+    from flowopt.tuning.records import TrialInfo
+
+    return TrialInfo(run_id=row["run_id"], node_id=row["node_id"], number=row["number"],
+                     params=row["params"] or {}, status=row["status"],
+                     trial_run_id=row["trial_run_id"], objective=row["objective"],
+                     started_at=row["started_at"], ended_at=row["ended_at"],
+                     seconds=row["seconds"] or 0.0, error=row["error"],
+                     attributes=row["attributes"] or {})
+
+
+def _alive(status: str, host: str | None, pid: int | None, beat: datetime | None) -> bool:
+    if status != "running":
+        return False
+    if host == HOST and pid:
+        return pid_alive(pid)
+    if beat is None:
+        return False
+    beat = beat if beat.tzinfo else beat.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - beat).total_seconds() < STALE_SECONDS
+
+
+class TuningStore:
+    engine: Any
+
+    def record_trial(self, trial: Any) -> None:
+        """Insert or update trial ``(run_id, node_id, number)``; set its child run's parent."""
+        key = {"run_id": trial.run_id, "node_id": trial.node_id, "number": trial.number}
+        values = {"trial_run_id": trial.trial_run_id, "params": dict(trial.params),
+                  "objective": trial.objective, "status": trial.status,
+                  "started_at": trial.started_at, "ended_at": trial.ended_at,
+                  "seconds": trial.seconds, "error": trial.error,
+                  "attributes": dict(trial.attributes)}
+
+        def write(conn: Any) -> None:
+            changed = conn.execute(update(Trial).where(
+                Trial.run_id == trial.run_id, Trial.node_id == trial.node_id,
+                Trial.number == trial.number).values(**values)).rowcount
+            if not changed:
+                conn.execute(insert(Trial), [{**key, **values}])
+            if trial.trial_run_id:
+                conn.execute(update(Run).where(Run.id == trial.trial_run_id,
+                                               Run.parent_run_id.is_(None))
+                             .values(parent_run_id=trial.run_id))
+
+        self._write(write)  # type: ignore[attr-defined]
+
+    def _tuning_rows(self, pipeline: str, exclude_run: str, node_id: str | None = None) -> list:
+        query = (select(Trial.__table__, Run.started_at.label("run_started_at"),
+                        Run.status.label("run_status"), Run.host, Run.pid, Run.heartbeat_at)
+                 .join(Run, Run.id == Trial.run_id)
+                 .where(Run.pipeline == pipeline, Trial.run_id != exclude_run))
+        if node_id is not None:
+            query = query.where(Trial.node_id == node_id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.order_by(Trial.started_at, Trial.number)).mappings())
+
+    def resumable_trials(self, *, pipeline: str, node_id: str, tuner_key: str,
+                         exclude_run: str) -> list[Any]:
+        """The trials of the run this tuner resumes from (module docstring); [] if none."""
+        rows = [r for r in self._tuning_rows(pipeline, exclude_run, node_id)
+                if (r["attributes"] or {}).get("tuner_key") == tuner_key]
+        runs = {r["run_id"]: r for r in rows}
+        candidates = [r for r in runs.values()
+                      if not _alive(r["run_status"], r["host"], r["pid"], r["heartbeat_at"])]
+        if not candidates:
+            return []
+        newest = max(candidates, key=lambda r: r["run_started_at"])["run_id"]
+        return sorted((_trial_info(r) for r in rows if r["run_id"] == newest),
+                      key=lambda t: t.number)
+
+    def warm_trials(self, *, pipeline: str, space_key: str, exclude_run: str) -> list[Any]:
+        """Finished trials of earlier tuning runs over the same space, one per child run."""
+        from flowopt.tuning.records import one_per_child
+
+        rows = [r for r in self._tuning_rows(pipeline, exclude_run)
+                if (r["attributes"] or {}).get("space_key") == space_key]
+        return one_per_child(_trial_info(r) for r in rows)
+
+    def run_outputs(self, run_id: str) -> dict[str, dict[str, ArtifactRef]]:
+        """``node_id -> {port: ref}`` of a run's succeeded or cached executions."""
+        self.flush()  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Execution.node_id, Edge.port, Artifact.id, Artifact.type, Artifact.hash,
+                       Artifact.size)
+                .join(Edge, (Edge.execution_id == Execution.id) & (Edge.role == "output"))
+                .join(Artifact, Artifact.id == Edge.artifact_id)
+                .where(Execution.run_id == run_id,
+                       Execution.status.in_(("succeeded", "cached")))).all()
+        outputs: dict[str, dict[str, ArtifactRef]] = {}
+        for node_id, port, aid, atype, digest, size in rows:
+            outputs.setdefault(node_id, {})[port] = ArtifactRef(aid, atype, digest, size)
+        return outputs
+
+
+__all__ = ["TuningStore"]
