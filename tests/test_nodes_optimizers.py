@@ -454,3 +454,19 @@ def test_the_cuda_path_agrees_with_the_cpu_path(cls):
             opt.step()
         results.append(p.detach().cpu())
     torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [AdamP, DiffGrad, Adam8bit, Momentum8bit, Lion, StableSPAM])
+def test_every_optimizer_returns_the_closures_loss_and_leaves_gradless_params_alone(cls):
+    used, unused = torch.nn.Parameter(torch.ones(8)), torch.nn.Parameter(torch.ones(8))
+    opt = cls([used, unused], lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = (used * torch.arange(8.0)).sum()
+        loss.backward()
+        return loss
+
+    assert opt.step(closure).item() == pytest.approx(28.0)
+    assert torch.equal(unused.detach(), torch.ones(8)) and unused.grad is None
+    assert not torch.equal(used.detach()[1:], torch.ones(7))

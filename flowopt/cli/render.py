@@ -46,41 +46,6 @@ def print_run_summary(result: Any, store: str) -> None:
                        f"will be reused (`flowopt runs show {result.run_id[:8]}` for details)")
 
 
-def print_runs(records: Iterable[Any]) -> None:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("run", "pipeline", "status", "started (UTC)", "seconds", "metrics"):
-        table.add_column(column)
-    for record in records:
-        metrics = ", ".join(f"{k}={_number(v)}" for k, v in list(record.metrics.items())[:3])
-        seconds = f"{record.seconds:.1f}" if record.seconds is not None else "-"
-        table.add_row(record.run_id[:12], record.pipeline, _status(record.status),
-                      record.started_at.strftime("%Y-%m-%d %H:%M:%S"), seconds, metrics)
-    _console.print(table)
-
-
-def print_run_detail(detail: Any) -> None:
-    run = detail.run
-    _console.print(f"run [cyan]{run.run_id}[/] · pipeline [bold]{run.pipeline}[/] · "
-                   f"{_status(run.status)} · seed {run.seed}")
-    if run.error:
-        _console.print(f"[bold red]error:[/] {run.error}", highlight=False)
-    for title, values in (("params", run.params), ("metrics", run.metrics)):
-        if values:
-            _console.print(f"[bold]{title}[/]")
-            for key, value in values.items():
-                _console.print(f"  {key:<28} {_number(value)}")
-    table = Table(box=None, header_style="bold", pad_edge=False, title_justify="left")
-    for column in ("node", "kind", "status", "seconds", "cache key", "outputs"):
-        table.add_column(column)
-    for node in detail.nodes:
-        table.add_row(node.id, node.kind, _status(node.status), f"{node.seconds:.2f}",
-                      node.cache_key[:12], ", ".join(a[:8] for a in node.outputs))
-    _console.print(table)
-    for node in detail.nodes:
-        if node.error:
-            _console.print(f"[red]{node.id}:[/] {node.error}", highlight=False)
-
-
 def print_kinds(rows: Iterable[dict[str, Any]]) -> None:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("kind", "inputs", "outputs", "fields", "summary"):

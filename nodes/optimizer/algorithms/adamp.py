@@ -22,10 +22,12 @@ import math
 from typing import Any, Callable
 
 import torch
+
+from .base import ParameterwiseOptimizer
 import torch.nn.functional as F
 
 
-class AdamP(torch.optim.Optimizer):
+class AdamP(ParameterwiseOptimizer):
     """AdamP with the paper's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8,
     delta 0.1, wd_ratio 0.1, nesterov off, weight_decay 0."""
 
@@ -36,40 +38,30 @@ class AdamP(torch.optim.Optimizer):
                                   "weight_decay": weight_decay, "delta": delta,
                                   "wd_ratio": wd_ratio, "nesterov": nesterov})
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad, state = p.grad, self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                state["step"] += 1
-                bc1, bc2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
-                m.mul_(beta1).add_(grad, alpha=1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = (v.sqrt() / math.sqrt(bc2)).add_(group["eps"])
-                if group["nesterov"]:
-                    direction = (beta1 * m + (1 - beta1) * grad) / denom
-                else:
-                    direction = m / denom
-                ratio = 1.0
-                if p.dim() > 1:
-                    direction, ratio = project(p, grad, direction, group["delta"],
-                                               group["wd_ratio"], group["eps"])
-                if group["weight_decay"] > 0:
-                    p.mul_(1 - group["lr"] * group["weight_decay"] * ratio)
-                p.add_(direction, alpha=-group["lr"] / bc1)
-        return loss
+    def update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+        beta1, beta2 = group["betas"]
+        grad, state = p.grad, self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        state["step"] += 1
+        bc1, bc2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
+        m.mul_(beta1).add_(grad, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (v.sqrt() / math.sqrt(bc2)).add_(group["eps"])
+        if group["nesterov"]:
+            direction = (beta1 * m + (1 - beta1) * grad) / denom
+        else:
+            direction = m / denom
+        ratio = 1.0
+        if p.dim() > 1:
+            direction, ratio = project(p, grad, direction, group["delta"],
+                                       group["wd_ratio"], group["eps"])
+        if group["weight_decay"] > 0:
+            p.mul_(1 - group["lr"] * group["weight_decay"] * ratio)
+        p.add_(direction, alpha=-group["lr"] / bc1)
 
 
 def _channels(x: torch.Tensor) -> torch.Tensor:

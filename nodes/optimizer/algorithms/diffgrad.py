@@ -21,8 +21,10 @@ from typing import Any
 
 import torch
 
+from .base import ParameterwiseOptimizer
 
-class DiffGrad(torch.optim.Optimizer):
+
+class DiffGrad(ParameterwiseOptimizer):
     """diffGrad with the paper's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0."""
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -30,32 +32,22 @@ class DiffGrad(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
                                   "weight_decay": weight_decay})
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad, state = p.grad, self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                    state["previous_grad"] = torch.zeros_like(p)
-                if group["weight_decay"]:
-                    grad = grad.add(p, alpha=group["weight_decay"])
-                m, v, previous = state["exp_avg"], state["exp_avg_sq"], state["previous_grad"]
-                state["step"] += 1
-                m.mul_(beta1).add_(grad, alpha=1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = v.sqrt().add_(group["eps"])
-                friction = torch.sigmoid((previous - grad).abs())
-                previous.copy_(grad)
-                bc1, bc2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
-                p.addcdiv_(m * friction, denom, value=-group["lr"] * math.sqrt(bc2) / bc1)
-        return loss
+    def update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+        beta1, beta2 = group["betas"]
+        grad, state = p.grad, self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+            state["previous_grad"] = torch.zeros_like(p)
+        if group["weight_decay"]:
+            grad = grad.add(p, alpha=group["weight_decay"])
+        m, v, previous = state["exp_avg"], state["exp_avg_sq"], state["previous_grad"]
+        state["step"] += 1
+        m.mul_(beta1).add_(grad, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = v.sqrt().add_(group["eps"])
+        friction = torch.sigmoid((previous - grad).abs())
+        previous.copy_(grad)
+        bc1, bc2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
+        p.addcdiv_(m * friction, denom, value=-group["lr"] * math.sqrt(bc2) / bc1)

@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from .base import ParameterwiseOptimizer
+
 KERNELS = "flowopt.nodes.optimizer.kernels"
 _KERNELS: Any = None
 
@@ -94,7 +96,7 @@ def dequantize(codes: torch.Tensor, absmax: torch.Tensor, book: _Book,
     return book.values[codes.long()] * scale
 
 
-class _Quantized(torch.optim.Optimizer):
+class _Quantized(ParameterwiseOptimizer):
     """Shared by the 8-bit optimizers: state creation and dtype-preserving loading."""
 
     def _state(self, p: torch.Tensor, names: tuple[tuple[str, bool], ...], block_size: int,
@@ -149,38 +151,28 @@ class Adam8bit(_Quantized):
                                   "weight_decay": weight_decay, "decoupled": decoupled})
         self.block_size, self.min_8bit_size, self.use_kernel = block_size, min_8bit_size, use_kernel
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
         kernels = cpu_kernels() if self.use_kernel else None
         names = (("m", True), ("v", False))
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            options = {"lr": group["lr"], "beta1": beta1, "beta2": beta2, "eps": group["eps"],
-                       "weight_decay": group["weight_decay"], "decoupled": group["decoupled"]}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self._state(p, names, self.block_size, self.min_8bit_size)
-                state["step"] += 1
-                if "m" in state:  # a small tensor: float32 states
-                    theta = p.reshape(-1).float()  # a view when p is contiguous float32
-                    adam_update(theta, p.grad.reshape(-1).float(), state["m"], state["v"],
-                                step=state["step"], **options)
-                    p.copy_(theta.view_as(p))
-                    continue
-                if kernels is not None and _kernel_ok(p):
-                    kernels.adam8bit_step(
-                        p.detach().view(-1).numpy(), p.grad.contiguous().view(-1).numpy(),
-                        state["m_codes"].numpy(), state["m_absmax"].numpy(),
-                        state["v_codes"].numpy(), state["v_absmax"].numpy(),
-                        step=state["step"], block_size=self.block_size, **options)
-                    continue
-                self._torch_step(p, state, options)
-        return loss
+        beta1, beta2 = group["betas"]
+        options = {"lr": group["lr"], "beta1": beta1, "beta2": beta2, "eps": group["eps"],
+                   "weight_decay": group["weight_decay"], "decoupled": group["decoupled"]}
+        state = self._state(p, names, self.block_size, self.min_8bit_size)
+        state["step"] += 1
+        if "m" in state:  # a small tensor: float32 states
+            theta = p.reshape(-1).float()  # a view when p is contiguous float32
+            adam_update(theta, p.grad.reshape(-1).float(), state["m"], state["v"],
+                        step=state["step"], **options)
+            p.copy_(theta.view_as(p))
+            return
+        if kernels is not None and _kernel_ok(p):
+            kernels.adam8bit_step(
+                p.detach().view(-1).numpy(), p.grad.contiguous().view(-1).numpy(),
+                state["m_codes"].numpy(), state["m_absmax"].numpy(),
+                state["v_codes"].numpy(), state["v_absmax"].numpy(),
+                step=state["step"], block_size=self.block_size, **options)
+            return
+        self._torch_step(p, state, options)
 
     def _torch_step(self, p: torch.Tensor, state: dict[str, Any], options: dict[str, Any]) -> None:
         size = self.block_size
@@ -228,40 +220,31 @@ class Momentum8bit(_Quantized):
                                   "nesterov": nesterov, "weight_decay": weight_decay})
         self.block_size, self.min_8bit_size, self.use_kernel = block_size, min_8bit_size, use_kernel
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
         kernels = cpu_kernels() if self.use_kernel else None
-        for group in self.param_groups:
-            options = {k: group[k] for k in ("lr", "momentum", "dampening", "nesterov",
-                                             "weight_decay")}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self._state(p, (("m", True),), self.block_size, self.min_8bit_size)
-                state["step"] += 1
-                if "m" in state:
-                    theta = p.reshape(-1).float()
-                    momentum_update(theta, p.grad.reshape(-1).float(), state["m"],
-                                    step=state["step"], **options)
-                    p.copy_(theta.view_as(p))
-                    continue
-                if kernels is not None and _kernel_ok(p):
-                    kernels.momentum8bit_step(
-                        p.detach().view(-1).numpy(), p.grad.contiguous().view(-1).numpy(),
-                        state["m_codes"].numpy(), state["m_absmax"].numpy(),
-                        step=state["step"], block_size=self.block_size, **options)
-                    continue
-                book = _Book.get(True, p.device)
-                buffer = dequantize(state["m_codes"], state["m_absmax"], book, self.block_size)
-                theta = p.reshape(-1).float()
-                momentum_update(theta, p.grad.reshape(-1).float(), buffer, step=state["step"],
-                                **options)
-                p.copy_(theta.view_as(p))
-                state["m_codes"], state["m_absmax"] = quantize(buffer, book, self.block_size)
+        options = {k: group[k] for k in ("lr", "momentum", "dampening", "nesterov",
+                                         "weight_decay")}
+        state = self._state(p, (("m", True),), self.block_size, self.min_8bit_size)
+        state["step"] += 1
+        if "m" in state:
+            theta = p.reshape(-1).float()
+            momentum_update(theta, p.grad.reshape(-1).float(), state["m"],
+                            step=state["step"], **options)
+            p.copy_(theta.view_as(p))
+            return
+        if kernels is not None and _kernel_ok(p):
+            kernels.momentum8bit_step(
+                p.detach().view(-1).numpy(), p.grad.contiguous().view(-1).numpy(),
+                state["m_codes"].numpy(), state["m_absmax"].numpy(),
+                step=state["step"], block_size=self.block_size, **options)
+            return
+        book = _Book.get(True, p.device)
+        buffer = dequantize(state["m_codes"], state["m_absmax"], book, self.block_size)
+        theta = p.reshape(-1).float()
+        momentum_update(theta, p.grad.reshape(-1).float(), buffer, step=state["step"],
+                        **options)
+        p.copy_(theta.view_as(p))
+        state["m_codes"], state["m_absmax"] = quantize(buffer, book, self.block_size)
 
 
 def momentum_update(theta: torch.Tensor, grad: torch.Tensor, buffer: torch.Tensor, *, step: int,

@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
+from .base import ParameterwiseOptimizer
 from .eightbit import cpu_kernels
 
 
-class Lion(torch.optim.Optimizer):
+class Lion(ParameterwiseOptimizer):
     """Lion; defaults from the paper: betas (0.9, 0.99), lr 1e-4 (3–10× below AdamW's)."""
 
     def __init__(self, params: Any, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
@@ -32,31 +33,21 @@ class Lion(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay})
         self.use_kernel = use_kernel
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
         kernels = cpu_kernels() if self.use_kernel else None
-        for group in self.param_groups:
-            lr, wd = group["lr"], group["weight_decay"]
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                m = state["exp_avg"]
-                if kernels is not None and _kernel_ok(p):
-                    kernels.lion_step(p.detach().view(-1).numpy(),
-                                      p.grad.contiguous().view(-1).numpy(),
-                                      m.view(-1).numpy(), lr=lr, beta1=beta1, beta2=beta2,
-                                      weight_decay=wd)
-                else:
-                    lion_update(p, p.grad, m, lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd)
-        return loss
+        lr, wd = group["lr"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        state = self.state[p]
+        if not state:
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+        m = state["exp_avg"]
+        if kernels is not None and _kernel_ok(p):
+            kernels.lion_step(p.detach().view(-1).numpy(),
+                              p.grad.contiguous().view(-1).numpy(),
+                              m.view(-1).numpy(), lr=lr, beta1=beta1, beta2=beta2,
+                              weight_decay=wd)
+        else:
+            lion_update(p, p.grad, m, lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd)
 
 
 def lion_update(p: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, *, lr: float,

@@ -24,8 +24,10 @@ from typing import Any
 
 import torch
 
+from .base import ParameterwiseOptimizer
 
-class StableSPAM(torch.optim.Optimizer):
+
+class StableSPAM(ParameterwiseOptimizer):
     """Stable-SPAM with the reference defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8,
     weight_decay 0, gamma1 0.7, gamma2 0.9, theta (γ3) 0.999, reset_every 1000."""
 
@@ -36,19 +38,7 @@ class StableSPAM(torch.optim.Optimizer):
                                   "weight_decay": weight_decay, "gamma1": gamma1,
                                   "gamma2": gamma2, "theta": theta, "reset_every": reset_every})
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self._update(p, group)
-        return loss
-
-    def _update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+    def update(self, p: torch.Tensor, group: dict[str, Any]) -> None:
         beta1, beta2 = group["betas"]
         gamma1, gamma2, theta, eps = group["gamma1"], group["gamma2"], group["theta"], group["eps"]
         state = self.state[p]
