@@ -1,0 +1,204 @@
+"""Bayesian optimisation: flowopt's ``BayesOpt`` vs Optuna's GPSampler, TPESampler, RandomSampler.
+
+All tuners run in one process through their ask/tell interfaces on the same functions, seeds
+and budgets:
+
+* Branin (2-d, on [-5, 10] × [0, 15], minimum 0.397887);
+* Hartmann-6 (on [0, 1]^6, minimum -3.32237);
+* noisy Hartmann-6: each evaluation adds Gaussian noise with σ = 0.1 (seeded per run).
+
+**Simple regret** after n evaluations is ``f(x_rec) - f*`` on the *noiseless* function, where
+x_rec is the tuner's recommendation: for Optuna, ``study.best_trial`` (the best observed
+value; it has no other); for flowopt, ``BayesOpt.recommend()`` — the evaluated point with the
+highest posterior mean, the tutorial's recommendation under noise (without noise it is the
+best observation). For the noisy function the table also lists flowopt's best observed point,
+so the two recommendation rules can be compared on the same runs.
+
+**Overhead per trial** is the tuner's own time, ``ask`` + ``tell``, averaged over the ten
+trials that end at 100 (from the regret runs on Hartmann-6) and at 200 observations (from
+separate 200-trial runs on Hartmann-6, ``--overhead-seeds`` of them).
+
+Usage (from the repository root, in the venv with the ``bench`` extra)::
+
+    python benchmarks/bayesopt.py                 # 5 seeds, budgets 25/50/100, overhead at 100 and 200
+    python benchmarks/bayesopt.py --quick         # 2 seeds, budgets 25/50, overhead at 100 only
+    python benchmarks/bayesopt.py --seeds 3 --functions branin hartmann6
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from importlib.metadata import version
+from typing import Callable
+
+import numpy as np
+
+import optuna
+
+from flowopt.nodes.tuner.bayesopt import BayesOpt, BayesOptConfig
+from flowopt.nodes.tuner.strategy import Observation
+from flowopt.spec import Domain
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+logging.getLogger("optuna").setLevel(logging.ERROR)
+
+HARTMANN_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14],
+                       [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
+HARTMANN_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+                              [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
+HARTMANN_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+
+
+def branin(p: dict) -> float:
+    x1, x2 = p["x1"], p["x2"]
+    return ((x2 - 5.1 / (4 * math.pi**2) * x1**2 + 5 / math.pi * x1 - 6) ** 2
+            + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x1) + 10)
+
+
+def hartmann6(p: dict) -> float:
+    x = np.array([p[f"x{i}"] for i in range(6)])
+    return float(-np.sum(HARTMANN_ALPHA * np.exp(-np.sum(HARTMANN_A * (x - HARTMANN_P) ** 2, axis=1))))
+
+
+FUNCTIONS = {
+    # name: (noiseless f, space, minimum, noise σ)
+    "branin": (branin, {"x1": (-5.0, 10.0), "x2": (0.0, 15.0)}, 0.397887, 0.0),
+    "hartmann6": (hartmann6, {f"x{i}": (0.0, 1.0) for i in range(6)}, -3.32237, 0.0),
+    "hartmann6-noisy": (hartmann6, {f"x{i}": (0.0, 1.0) for i in range(6)}, -3.32237, 0.1),
+}
+
+
+class Run:
+    """One tuner on one function and seed: ask/tell loop, timings and regrets at checkpoints."""
+
+    def __init__(self, method: str, fn: str, seed: int, n: int, checkpoints: list[int]) -> None:
+        self.f, space, self.fmin, self.sigma = FUNCTIONS[fn]
+        self.method, self.seed, self.n, self.checkpoints = method, seed, n, checkpoints
+        self.noise = np.random.default_rng(1000 + seed)
+        self.overhead: list[float] = []
+        self.regret: dict[int, float] = {}
+        self.regret_best_observed: dict[int, float] = {}
+        if method == "flowopt":
+            domains = {k: Domain(low=lo, high=hi) for k, (lo, hi) in space.items()}
+            self.tuner = BayesOpt(domains, mode="min", seed=seed, budget=n, config=BayesOptConfig())
+        else:
+            sampler = {"optuna-gp": lambda: optuna.samplers.GPSampler(seed=seed),
+                       "optuna-tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+                       "optuna-random": lambda: optuna.samplers.RandomSampler(seed=seed)}[method]()
+            self.study = optuna.create_study(direction="minimize", sampler=sampler)
+            self.dists = {k: optuna.distributions.FloatDistribution(lo, hi) for k, (lo, hi) in space.items()}
+
+    def measure(self, params: dict) -> float:
+        value = self.f(params)
+        return value + self.sigma * float(self.noise.standard_normal()) if self.sigma else value
+
+    def go(self) -> "Run":
+        best_obs: tuple[float, dict] | None = None
+        for i in range(self.n):
+            if self.method == "flowopt":
+                t0 = time.perf_counter()
+                params = self.tuner.ask([])
+                t1 = time.perf_counter()
+                y = self.measure(params)
+                t2 = time.perf_counter()
+                self.tuner.tell(Observation(i, params, y, "succeeded"))
+                t3 = time.perf_counter()
+            else:
+                t0 = time.perf_counter()
+                trial = self.study.ask(self.dists)
+                params = dict(trial.params)
+                t1 = time.perf_counter()
+                y = self.measure(params)
+                t2 = time.perf_counter()
+                self.study.tell(trial, y)
+                t3 = time.perf_counter()
+            self.overhead.append((t1 - t0) + (t3 - t2))
+            if best_obs is None or y < best_obs[0]:
+                best_obs = (y, params)
+            if i + 1 in self.checkpoints:
+                rec = self.tuner.recommend() if self.method == "flowopt" else self.study.best_trial.params
+                self.regret[i + 1] = self.f(rec) - self.fmin
+                self.regret_best_observed[i + 1] = self.f(best_obs[1]) - self.fmin
+        return self
+
+
+def fmt(x: float) -> str:
+    return f"{x:.2g}" if x < 0.01 else f"{x:.3f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 seeds, budgets 25/50, overhead at 100 only")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--functions", nargs="+", default=list(FUNCTIONS), choices=list(FUNCTIONS))
+    ap.add_argument("--methods", nargs="+", default=["flowopt", "optuna-gp", "optuna-tpe", "optuna-random"])
+    ap.add_argument("--overhead-seeds", type=int, default=1)
+    args = ap.parse_args()
+    seeds = args.seeds or (2 if args.quick else 5)
+    checkpoints = [25, 50] if args.quick else [25, 50, 100]
+    horizon = 100 if args.quick or "hartmann6" in args.functions else max(checkpoints)
+
+    print(f"# flowopt BayesOpt vs Optuna {version('optuna')}  ({platform.node()}, {os.cpu_count()} cpus, "
+          f"load {os.getloadavg()[0]:.1f}, Python {platform.python_version()}, numpy {np.__version__}, "
+          f"scipy {version('scipy')}, torch {version('torch')})", flush=True)
+    print(f"# command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}", flush=True)
+    runs: dict[tuple[str, str], list[Run]] = {}
+    t_start = time.time()
+    for fn in args.functions:
+        n = horizon if fn == "hartmann6" else max(checkpoints)
+        for method in args.methods:
+            for seed in range(seeds):
+                runs.setdefault((fn, method), []).append(Run(method, fn, seed, n, checkpoints).go())
+            print(f"#   {fn:16s} {method:14s} done ({time.time() - t_start:.0f} s)", file=sys.stderr, flush=True)
+
+    print(f"\nSimple regret (noiseless f at the recommended point), {seeds} seeds: mean / median\n")
+    head = " | ".join(f"after {c}" for c in checkpoints)
+    print(f"| function | tuner | {head} | mean vs Optuna GP |")
+    print("|---|---|" + "---:|" * len(checkpoints) + "---|")
+    for fn in args.functions:
+        rows = [(m, "regret") for m in args.methods]
+        if FUNCTIONS[fn][3] and "flowopt" in args.methods:
+            rows.insert(1, ("flowopt", "regret_best_observed"))
+        for method, attr in rows:
+            rs = runs[(fn, method)]
+            cells, ratios = [], []
+            for c in checkpoints:
+                vals = [getattr(r, attr)[c] for r in rs]
+                cells.append(f"{fmt(statistics.mean(vals))} / {fmt(statistics.median(vals))}")
+                if ("optuna-gp" in args.methods):
+                    ref = statistics.mean(r.regret[c] for r in runs[(fn, "optuna-gp")])
+                    ratios.append(f"{statistics.mean(vals) / ref:.2f}×" if ref > 0 else "-")
+            name = method + (" (best observed)" if attr != "regret" else "")
+            print(f"| {fn} | {name} | " + " | ".join(cells) + f" | {' / '.join(ratios)} |")
+
+    print("\nTuner overhead per trial (ask + tell), ms, Hartmann-6\n")
+    over: dict[str, dict[int, float]] = {m: {} for m in args.methods}
+    if "hartmann6" in args.functions:
+        for m in args.methods:
+            over[m][100] = 1e3 * statistics.mean(t for r in runs[("hartmann6", m)] for t in r.overhead[90:100])
+    if not args.quick:
+        for m in args.methods:
+            long = [Run(m, "hartmann6", 100 + s, 200, []).go() for s in range(args.overhead_seeds)]
+            over[m][200] = 1e3 * statistics.mean(t for r in long for t in r.overhead[190:200])
+            print(f"#   overhead at 200: {m} done ({time.time() - t_start:.0f} s)", file=sys.stderr, flush=True)
+    sizes = sorted({k for d in over.values() for k in d})
+    if not sizes:
+        print("(not measured: it needs hartmann6 in --functions)")
+        return
+    print("| tuner | " + " | ".join(f"at {k} obs" for k in sizes) + " | vs Optuna GP |")
+    print("|---|" + "---:|" * len(sizes) + "---|")
+    for m in args.methods:
+        ratio = " / ".join(f"{over[m][k] / over['optuna-gp'][k]:.2f}×" for k in sizes
+                           if "optuna-gp" in over and k in over["optuna-gp"])
+        print(f"| {m} | " + " | ".join(f"{over[m][k]:.1f}" for k in sizes) + f" | {ratio} |")
+    print(f"\n# total {time.time() - t_start:.0f} s, load at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
