@@ -1,0 +1,210 @@
+"""One execution of a ``tuner.pbt`` node (imports torch; loaded only when the node runs).
+
+`build_trainable` turns the tuner's owned subgraph into a `Trainable`: the optimizer
+node's inputs and fixed options, its searched fields set from each member's params, and
+a score that runs the owned nodes between the optimizer and the objective on the
+member's model. `PopulationSession` drives `population.Population` with the recorder of
+the tuning run (`flowopt.tuning.owned.TrainingSession`): events and checkpoints in the
+store as they happen, each member a trial row, a killed run continued. `replay_run`
+retrains a finished run's best member from scratch for ``flowopt pbt replay``.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any, Mapping
+
+from flowopt.artifacts import as_metric
+from flowopt.context import Context
+from flowopt.errors import FlowoptError
+from flowopt.tuning.records import TrialInfo
+
+from .node import TRAINABLE_KINDS, _trainer_node, param_fields
+from .policy import badness
+from .population import Member, Population, fold, replay
+from .training import TrainerTrainable, decode, encode
+
+
+def _quiet(node: Any, device: str, cancel: threading.Event, threads: int) -> Context:
+    return Context(run_id="pbt", node_id=node.id, seed=node.seed, device=device, cancel=cancel,
+                   emit=lambda *_, **__: None, log_metric=lambda *_: None, threads=threads)
+
+
+class NodeTrainable(TrainerTrainable):
+    """Members of the owned optimizer node; a segment's score is the objective metric."""
+
+    def __init__(self, graph: Any, plan: Any, train_id: str, values: Mapping[str, Any], *,
+                 steps: int, seed: int, device: str, threads: int,
+                 cancel: threading.Event) -> None:
+        from ...optimizer.common import _SCHEDULE
+
+        node = graph.nodes[train_id]
+        config = dict(node.config)
+        inputs = {port: values[f"{b.node}.{b.port}"] for port, b in node.inputs.items()}
+        fixed = {k: (tuple(v) if k == "betas" else v) for k, v in config.items()
+                 if k not in ("steps", "batch_size", "schedule", "on_nonfinite", "eval_every",
+                              "device")}
+        resolved = "cpu" if device == "auto" else device
+        super().__init__(inputs["model"], inputs["data"], inputs.get("val"), inputs["loss"],
+                         optimizer=TRAINABLE_KINDS[node.kind.name], steps=steps,
+                         batch_size=config["batch_size"], seed=seed, threads=threads,
+                         device=resolved, fixed=fixed, cancel=cancel,
+                         schedule=_SCHEDULE.validate_python(config["schedule"]))
+        self.graph, self.plan, self.train_id, self.values = graph, plan, train_id, values
+        self.fields = param_fields(graph.spec, train_id, list(plan.space))
+        self.eval_seconds = 0.0
+
+    def as_fields(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A member's params as the optimizer's fields (``lr: ${params.rate}`` → lr)."""
+        return {key: value for name, value in params.items() for key in self.fields.get(name, ())}
+
+    def _trainer(self, member: int, params: Mapping[str, Any]) -> Any:
+        return super()._trainer(member, self.as_fields(params))
+
+    def score(self, trainer: Any) -> float:
+        started = time.perf_counter()
+        _, objective = self.evaluate(trainer.result())
+        with self._timing:
+            self.eval_seconds += time.perf_counter() - started
+        return objective
+
+    def evaluate(self, model: Any) -> tuple[dict[str, dict[str, Any]], float]:
+        """Run the owned nodes after the optimizer on `model`: their outputs and the objective."""
+        produced: dict[str, dict[str, Any]] = {self.train_id: {"model": model}}
+        for nid in self.plan.owned:
+            if nid == self.train_id:
+                continue
+            node = self.graph.nodes[nid]
+            inputs = {port: produced[b.node][b.port] if b.node in produced
+                      else self.values[f"{b.node}.{b.port}"] for port, b in node.inputs.items()}
+            ctx = _quiet(node, self.device, self.cancel, self.threads)
+            produced[nid] = node.kind.call(ctx, inputs, dict(node.config))
+        objective = self.plan.objective
+        return produced, as_metric(produced[objective.node][objective.port])
+
+
+def build_trainable(graph: Any, plan: Any, config: Any, values: Mapping[str, Any], *,
+                    seed: int, device: str = "auto", threads: int = 1,
+                    cancel: threading.Event | None = None) -> NodeTrainable:
+    """The `Trainable` of a ``tuner.pbt`` plan; ``config`` is the node's `PbtNodeConfig`."""
+    train_id = _trainer_node(plan, {nid: n.kind for nid, n in graph.nodes.items()})[0]
+    steps = config.steps or int(graph.nodes[train_id].config["steps"])
+    return NodeTrainable(graph, plan, train_id, values, steps=steps, seed=seed, device=device,
+                         threads=threads, cancel=cancel or threading.Event())
+
+
+def schedule_value(member: Member, steps: int) -> dict[str, Any]:
+    """The ``schedule`` output: whose initial weights, then params from each step on."""
+    return {"member": member.member, "origin": member.origin, "steps": steps,
+            "schedule": [{"step": step, "params": dict(params)} for step, params in member.schedule]}
+
+
+def best_of(members: Mapping[int, Member], mode: str) -> Member:
+    return min(members.values(), key=lambda m: (badness(m.score, mode), m.member))  # type: ignore[arg-type]
+
+
+class PopulationSession:
+    """Runs the population for one node execution (see the module docstring)."""
+
+    def __init__(self, strategy: Any, session: Any) -> None:
+        from flowopt.store.population import StoreCheckpoints
+
+        self.strategy, self.session = strategy, session
+        self.config = strategy.config
+        self.trainable = build_trainable(session.graph, session.plan, self.config, session.values,
+                                         seed=session.node.seed, device=session.device,
+                                         threads=session.threads, cancel=session.cancel)
+        self.recorder = session.recorder
+        self.checkpoints = StoreCheckpoints(self.recorder, encode, decode,
+                                            keep=4 * self.config.population)
+        self.params: dict[int, dict[str, Any]] = {}
+        self.trained = 0
+
+    def run(self) -> dict[str, Any]:
+        s, config = self.session, self.config
+        previous: list[Any] = []
+        earlier = s.resumable()
+        if earlier is not None:  # continue a killed run: its decisions become ours
+            previous = self.recorder.population_events(earlier, s.node.id)
+            self.recorder.record_population_events(s.run_id, s.node.id, previous)
+            for member in fold(previous).values():
+                self._member_row(member.member, member.params, member.score, member.finished)
+        population = Population(self.trainable, s.plan.space, config,
+                                steps=self.trainable.steps, mode=s.config.mode,
+                                seed=s.node.seed, parallel=s.config.parallel,
+                                checkpoints=self.checkpoints, on_event=self._on_event)
+        started = time.perf_counter()
+        result = population.run(resume=previous)
+        wall = time.perf_counter() - started
+        trainable = self.trainable
+        for key, value in (("steps_trained", result.steps_trained), ("wall_seconds", wall),
+                           ("train_seconds", trainable.train_seconds),
+                           ("eval_seconds", trainable.eval_seconds),
+                           ("checkpoint_seconds", self.checkpoints.seconds)):
+            s.log_metric(key, float(value), None)
+        best = result.best
+        if best.checkpoint_id is None or not math.isfinite(best.score or math.nan):
+            raise FlowoptError(f"tuner '{s.node.id}': every member diverged (no finite score)")
+        state = self.checkpoints.load(best.checkpoint_id)
+        produced, _ = self.trainable.evaluate(self.trainable.model_from(state, best.params))
+        values: dict[str, Any] = {"params": dict(best.params), "objective": float(best.score),
+                                  "schedule": schedule_value(best, self.trainable.steps)}
+        for nid, outputs in produced.items():
+            for port, value in outputs.items():
+                values[f"{nid}.{port}"] = value
+        return values
+
+    def _on_event(self, event: Any) -> None:
+        s = self.session
+        self.recorder.record_population_events(s.run_id, s.node.id, [event])
+        if event.event in ("start", "explore"):
+            self.params[event.member] = dict(event.new_params)
+        if event.event in ("start", "keep", "finish", "explore"):
+            score = event.from_score if event.event == "explore" else event.score
+            self._member_row(event.member, self.params.get(event.member, event.new_params),
+                             score, event.event == "finish")
+        if event.event in ("keep", "finish"):
+            self.trained += 1
+            s.emit("node_progress", node_id=s.node.id, step=self.trained,
+                   total=self.config.population * math.ceil(
+                       self.trainable.steps / self.config.interval),
+                   info={"member": event.member, "step": event.step})
+
+    def _member_row(self, member: int, params: Mapping[str, Any], score: float | None,
+                    finished: bool) -> None:
+        s = self.session
+        score = score if score is not None and math.isfinite(score) else None
+        self.recorder.record_trial(TrialInfo(
+            run_id=s.run_id, node_id=s.node.id, number=member, params=dict(params),
+            status="succeeded" if finished else "running", objective=score,
+            attributes=dict(s.attributes)))
+
+
+def replay_run(store: Any, run_id: str, node_id: str | None = None) -> dict[str, Any]:
+    """Retrain run `run_id`'s best member from scratch along its schedule (same inputs,
+    read from the store); returns the member, the recorded and the replayed scores."""
+    from flowopt.graph import compile_pipeline
+    from flowopt.spec import PipelineSpec
+    from flowopt.store.population import read_events, tuner_inputs, tuner_nodes
+    from flowopt.tuning.kinds import split_config
+
+    run_id = store.resolve_run_id(run_id)
+    nodes = tuner_nodes(store.engine, run_id)
+    if not nodes:
+        raise FlowoptError(f"run {run_id} has no population events (is it a tuner.pbt run?)")
+    node_id = node_id or nodes[0]
+    spec, refs = tuner_inputs(store.engine, run_id, node_id)
+    if not refs:
+        raise FlowoptError(f"run {run_id}: tuner '{node_id}' did not finish, nothing to replay",
+                           hint="run the pipeline again to resume it, then replay")
+    graph = compile_pipeline(PipelineSpec.model_validate(spec))
+    plan, node = graph.tuners[node_id], graph.nodes[node_id]
+    framework, config = split_config(node.kind.name, dict(node.config))
+    values = {port: store.load(ref) for port, ref in refs.items()}
+    trainable = build_trainable(graph, plan, config, values, seed=node.seed)
+    member = best_of(fold(read_events(store.engine, run_id, node_id)), framework.mode)
+    _, score = replay(trainable, member)
+    return {"run_id": run_id, "node": node_id, "member": member.member, "origin": member.origin,
+            "recorded": member.score, "replayed": score, "same": score == member.score,
+            "schedule": schedule_value(member, trainable.steps)["schedule"]}

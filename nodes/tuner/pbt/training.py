@@ -1,0 +1,138 @@
+"""Pausable training for PBT: a `Trainable` over the optimizer nodes' `Trainer` (imports torch).
+
+A member's state is `Trainer.checkpoint()` — weights, optimizer state, both generators,
+the pending batch order, the step — as ``(tensors, meta)``. A segment builds a `Trainer`
+with the member's *current* hyperparameters, restores the checkpoint into it and runs
+on; that is how PBT changes params mid-run, and since restore is exact (the optimizer
+nodes test it), a member trained in segments equals one trained straight through with
+the same schedule — which is what makes replay reproduce the best member.
+
+Only hyperparameters that live in the optimizer's param groups can change mid-run
+(`MUTABLE`); anything else (a model width, a batch size) would need a new model or a
+new data order, so searching it is refused before anything runs (`check_space`).
+The score of a segment is the validation accuracy at its end (the objective PBT ranks).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Mapping
+
+import torch
+
+from flowopt.artifacts import Dataset, Loss, Model
+from flowopt.context import Context
+from flowopt.errors import FlowoptError
+
+from ...optimizer.training import Trainer
+
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+MUTABLE = {"sgd": ("lr", "momentum", "weight_decay"), "adam": ("lr", "weight_decay"),
+           "adamw": ("lr", "weight_decay")}
+
+
+def check_space(names: Any, optimizer: str) -> None:
+    """Refuse searched params that training cannot change mid-run (one clear line)."""
+    allowed = MUTABLE[optimizer]
+    for name in names:
+        if name not in allowed:
+            raise FlowoptError(
+                f"tuner.pbt: searched param '{name}' cannot change while a member trains "
+                f"(PBT changes params mid-run; with optimizer '{optimizer}' it can change: "
+                f"{', '.join(allowed)})",
+                hint="search it with tuner.random or tuner.bayesopt instead")
+
+
+def encode(state: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> bytes:
+    """A checkpoint as safetensors bytes (the JSON meta in safetensors' metadata)."""
+    from safetensors.torch import save
+
+    tensors, meta = state
+    return save({k: v.contiguous() for k, v in tensors.items()},
+                metadata={"meta": json.dumps(meta, allow_nan=True)})
+
+
+def decode(payload: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors.torch import load
+
+    tensors = load(payload)
+    header_len = int.from_bytes(payload[:8], "little")
+    header = json.loads(payload[8:8 + header_len])
+    return tensors, json.loads(header["__metadata__"]["meta"])
+
+
+def _quiet_context(seed: int, threads: int, device: str, cancel: threading.Event) -> Context:
+    return Context(run_id="pbt", node_id="pbt", seed=seed, device=device, cancel=cancel,
+                   emit=lambda *_, **__: None, log_metric=lambda *_: None, threads=threads)
+
+
+class TrainerTrainable:
+    """Members that train `model` on `data` with a torch optimizer; score = accuracy on `val`.
+
+    ``steps`` is the whole run's length (the Trainer's schedule position depends on it);
+    ``fixed`` are optimizer options that are not searched (e.g. betas). Each member
+    starts from the same weights, with its own batch order and dropout stream (seeded
+    from ``seed`` and the member number).
+    """
+
+    def __init__(self, model: Model, data: Dataset, val: Dataset, loss: Loss, *,
+                 optimizer: str = "adam", steps: int, batch_size: int = 64, seed: int = 0,
+                 threads: int = 1, device: str = "cpu", fixed: Mapping[str, Any] | None = None,
+                 cancel: threading.Event | None = None, schedule: Any = None) -> None:
+        if optimizer not in OPTIMIZERS:
+            raise FlowoptError(f"tuner.pbt: unknown optimizer '{optimizer}' "
+                               f"(one of: {', '.join(OPTIMIZERS)})")
+        self.model, self.data, self.val, self.loss = model, data, val, loss
+        self.optimizer, self.steps, self.batch_size = optimizer, steps, batch_size
+        self.seed, self.threads, self.device = seed, threads, device
+        self.fixed = dict(fixed or {})
+        self.schedule = schedule  # the learning-rate schedule's shape (None: constant)
+        self.cancel = cancel or threading.Event()
+        self.train_seconds = 0.0  # time inside Trainer.run (the "training steps"), all workers
+        self._timing = threading.Lock()
+
+    def _trainer(self, member: int, params: Mapping[str, Any]) -> Trainer:
+        cls = getattr(torch.optim, OPTIMIZERS[self.optimizer])
+        options = {**self.fixed, **{k: v for k, v in params.items()
+                                    if k in MUTABLE[self.optimizer]}}
+        ctx = _quiet_context(self.seed * 1_000_003 + member, self.threads, self.device,
+                             self.cancel)
+        return Trainer(self.model, self.data, self.loss, ctx,
+                       make_optimizer=lambda p: cls(p, **options), steps=self.steps,
+                       batch_size=self.batch_size, device=self.device,
+                       name=f"tuner.pbt member {member}", schedule=self.schedule)
+
+    def start(self, member: int, params: Mapping[str, Any]) -> Any:
+        return self._trainer(member, params).checkpoint()
+
+    def train(self, state: Any, params: Mapping[str, Any], steps: int) -> tuple[Any, float]:
+        import time
+
+        tensors, meta = state
+        # torch's Optimizer.load_state_dict keeps CPU tensors by reference and step()
+        # updates them in place: without copies, a checkpoint that two members continue
+        # from (an exploit) would be changed under the other one.
+        tensors = {k: v.clone() for k, v in tensors.items()}
+        trainer = self._trainer(0, params).restore(tensors, meta)
+        started = time.perf_counter()
+        trainer.run(until=trainer.step + steps)
+        with self._timing:
+            self.train_seconds += time.perf_counter() - started
+        return trainer.checkpoint(), self.score(trainer)
+
+    def score(self, trainer: Trainer) -> float:
+        """A segment's score: accuracy on `val` (the pipeline node scores with its objective)."""
+        return self.accuracy(trainer.module)
+
+    @torch.no_grad()
+    def accuracy(self, module: torch.nn.Module) -> float:
+        was_training = module.training
+        module.eval()
+        outputs = module(self.val.x.to(self.device))
+        module.train(was_training)
+        return float((outputs.argmax(dim=-1) == self.val.y.to(self.device)).double().mean())
+
+    def model_from(self, state: Any, params: Mapping[str, Any]) -> Model:
+        """The trained `Model` held by a checkpoint."""
+        tensors, meta = state
+        return self._trainer(0, params).restore(tensors, meta).result()
