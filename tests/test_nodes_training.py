@@ -328,3 +328,23 @@ def test_a_run_resumed_from_a_checkpoint_equals_an_uninterrupted_run(blobs, make
     resumed = trainer().restore(tensors, meta).run().result()
     assert state_equal(straight.module, resumed.module)
     assert resumed.meta["final_loss"] == straight.meta["final_loss"]
+
+
+def test_resuming_never_writes_into_the_checkpoint_it_came_from(blobs, make_ctx):
+    """PBT members copy one checkpoint: training one of them must leave it intact."""
+    from flowopt.nodes.optimizer.training import Trainer
+
+    net = mlp(blobs, make_ctx, hidden=[16])
+
+    def trainer():
+        return Trainer(net, blobs, XENT, make_ctx(5),
+                       make_optimizer=lambda p: torch.optim.Adam(p, lr=0.01), steps=20,
+                       batch_size=32, device="cpu", name="adam",
+                       schedule=optimizer.common._SCHEDULE.validate_python("constant"))
+
+    tensors, meta = trainer().run(until=10).checkpoint()
+    before = {k: v.clone() for k, v in tensors.items()}
+    first = trainer().restore(tensors, meta).run().result()
+    assert all(torch.equal(before[k], tensors[k]) for k in tensors)
+    second = trainer().restore(tensors, meta).run().result()
+    assert state_equal(first.module, second.module)

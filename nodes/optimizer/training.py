@@ -248,7 +248,9 @@ class Trainer:
         for key, value in tensors.items():
             if key.startswith("optimizer."):
                 _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value
+                # A copy: torch keeps CPU state tensors by reference, and training would
+                # then write into the checkpoint (which PBT members share).
+                state.setdefault(int(index), {})[name] = value.clone()
         for key, value in meta["optimizer_scalars"].items():
             index, name = key.split(".", 1)
             state.setdefault(int(index), {})[name] = value
