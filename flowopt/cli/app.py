@@ -21,6 +21,9 @@ app = typer.Typer(name="flowopt", add_completion=False, no_args_is_help=True,
                   help="Declarative, graph-based optimization workflows.")
 runs_app = typer.Typer(no_args_is_help=True, help="Query past runs in the store.")
 app.add_typer(runs_app, name="runs")
+from .pbt import pbt_app  # noqa: E402 - typer only; its commands import the rest lazily
+
+app.add_typer(pbt_app, name="pbt")
 
 _STATE = {"debug": False}
 StoreOption = typer.Option(None, "--store", envvar="FLOWOPT_STORE",
@@ -162,39 +165,20 @@ def kinds(as_json: bool = JsonOption) -> None:
     print_kinds(rows)
 
 
-def _store(location: str | None) -> Any:
-    from flowopt.runner import store_location
-    from flowopt.store import Store
+@app.command()
+def report(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
+           output: Path = typer.Option(Path("report.html"), "-o", "--output",
+                                       help="HTML file to write."),
+           store: Optional[str] = StoreOption) -> None:
+    """Plots of a run in one HTML page: learning curves, tuner traces, quantization, PBT."""
+    from .report import write_report
+    from .store_commands import open_store
 
-    return Store.open(store_location(location), create=False)
-
-
-@runs_app.command("list")
-def runs_list(pipeline: Optional[str] = typer.Option(None, "--pipeline"),
-              status: Optional[str] = typer.Option(None, "--status"),
-              limit: int = typer.Option(20, "--limit", min=1),
-              store: Optional[str] = StoreOption, as_json: bool = JsonOption) -> None:
-    """Past runs, newest first."""
-    records = _guarded(lambda: _store(store).runs(pipeline=pipeline, status=status, limit=limit))
-    if as_json:
-        _print_json([r.to_json() for r in records])
-        return
-    from .render import print_runs
-
-    print_runs(records)
+    path = _guarded(lambda: write_report(open_store(store), run_id, output))
+    typer.echo(f"wrote {path}")
 
 
-@runs_app.command("show")
-def runs_show(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
-              store: Optional[str] = StoreOption, as_json: bool = JsonOption) -> None:
-    """One run: nodes, params, metrics, artifacts, timings, errors."""
-    detail = _guarded(lambda: _store(store).run(run_id))
-    if as_json:
-        _print_json(detail.to_json())
-        return
-    from .render import print_run_detail
-
-    print_run_detail(detail)
+from . import store_commands  # noqa: E402,F401 - registers runs list/show/compare, lineage, store
 
 
 def main() -> None:
