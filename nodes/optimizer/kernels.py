@@ -1,0 +1,384 @@
+"""Fused numba optimizer steps for the CPU (8-bit Adam/AdamW, 8-bit momentum SGD, Lion).
+
+Imports numba: import this module lazily (when a step runs), never at node import.
+
+API (the optimizer nodes code against these names; all arrays flat, C-contiguous,
+updated in place; ``param``/``grad``/``exp_avg`` float32, codes uint8, absmax float32
+with ``ceil(n / block_size)`` entries):
+
+* ``adam8bit_step(param, grad, m_codes, m_absmax, v_codes, v_absmax, *, step, lr, beta1,
+  beta2, eps, weight_decay, decoupled, block_size)`` — Adam (Kingma & Ba 2015) with both
+  moments stored as in Dettmers et al. 2022, "8-bit Optimizers via Block-wise
+  Quantization": m with the signed dynamic map, v with the unsigned one, one absmax per
+  block. ``decoupled=True`` is AdamW (Loshchilov & Hutter 2019): θ ← θ·(1 − lr·λ);
+  otherwise λθ is added to the gradient. State: 2 bytes per parameter + 8 per block.
+* ``momentum8bit_step(param, grad, codes, absmax, *, step, lr, momentum, dampening,
+  nesterov, weight_decay, block_size)`` — ``torch.optim.SGD`` semantics with the momentum
+  buffer in 8 bits (signed dynamic map); step 1 sets the buffer to the gradient. With
+  momentum 0 it is plain SGD and the state is left untouched.
+* ``lion_step(param, grad, exp_avg, *, lr, beta1, beta2, weight_decay)`` — Lion (Chen et
+  al. 2023, Program 1) in float32: θ ← θ·(1 − lr·λ); θ ← θ − lr·sign(β1·m + (1−β1)·g);
+  m ← β2·m + (1−β2)·g. sign(0) = 0; sign(NaN) = NaN.
+* ``adam8bit_state(n, block_size)`` / ``momentum8bit_state(n, block_size)``: zero states.
+* ``*_reference``: the plain-numpy specification of each step (dequantize, update in
+  float32, requantize with `nearest_code_reference`); the kernels match it bit for bit
+  (codes, absmax and parameters: same float32 operations in the same order).
+
+The 8-bit update, per element, in float32 (hyper-parameters rounded to float32 once,
+bias corrections computed in float64 first)::
+
+    g ← g + λθ                      (Adam, λ ≠ 0)     θ ← θ·(1 − lr·λ)   (AdamW)
+    m ← β1·m + (1−β1)·g             v ← β2·v + (1−β2)·(g·g)
+    θ ← θ − s·(m / (√v·r2 + ε))     s = lr / (1 − β1^t),  r2 = 1 / √(1 − β2^t)
+
+(torch divides √v by √(1 − β2^t); multiplying by the float32 reciprocal differs by at
+most an ulp in the denominator and takes one of the update's two divisions off the
+divider, which the requantization also needs)
+
+The parameter update uses the full-precision new moments; only what is stored is
+quantized (as bitsandbytes does). Requantization is `quantize_blockwise`'s: new absmax per
+block, exact nearest code of m / absmax.
+
+Layout (NUMBA.md habits 1, 3, 5): one parallel kernel per tensor; each worker owns a run
+of whole blocks and two block-sized float32 scratch buffers (allocated once per worker per
+call: no per-element or whole-tensor temporaries). Tensors under ``SERIAL_BELOW`` (65,536)
+parameters run the same block loop on the calling thread. Per block: (1) dequantize both
+states into scratch — scalar table loads; (2) the update, reading/writing θ, g and
+scratch — vectorised; (3) absmax of the new moments by an integer max over their bit
+patterns; (4) `encode_block`: divide by absmax and look up the 65,536-entry table, 8
+values per gather where the CPU has AVX2. Any positive block size works; the optimizer
+nodes ask for multiples of 64 so that no two threads write the same cache line.
+
+Measured (``benchmarks/optimizers.py --profile``): the step is compute-bound at ≈ 3 ns
+per parameter per core, about half in the two requantizations and a third in the two
+dequantizations; torch's fused float32 Adam is memory-bound at ≈ 1 ns.
+
+Non-finite values propagate, as in ``torch.optim``: a NaN or ±inf gradient makes that
+element's parameter NaN/inf and its block's new absmax NaN/inf, so the whole block's
+state decodes to NaN (or 0/NaN) from then on. Detecting this is the caller's job (the
+nodes stop on a non-finite loss); checking every gradient here would cost a pass over it.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from flowopt.nodes.blockwise.codebook import Codebook, codebook
+from flowopt.nodes.blockwise.jit import block_absmax, encode_block
+from flowopt.nodes.blockwise.quantize import block_count, check_block_size, quantize_blocks_reference
+
+__all__ = ["adam8bit_state", "adam8bit_step", "adam8bit_step_reference", "lion_step",
+           "lion_step_reference", "momentum8bit_state", "momentum8bit_step",
+           "momentum8bit_step_reference"]
+
+_F32 = np.float32
+
+
+def _books() -> tuple[Codebook, Codebook]:
+    return codebook("dynamic", True, 8), codebook("dynamic", False, 8)
+
+
+def _check(name: str, a: np.ndarray, dtype: type, size: int) -> None:
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != 1 or not a.flags.c_contiguous:
+        got = f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise ValueError(f"{name} must be a 1-d C-contiguous {np.dtype(dtype)} array, got {got}")
+    if a.size != size:
+        raise ValueError(f"{name} has {a.size} elements, expected {size}")
+    if not a.flags.writeable:
+        raise ValueError(f"{name} must be writeable (it is updated in place)")
+
+
+def _check_states(param, grad, block_size, *states) -> int:
+    block_size = check_block_size(block_size)
+    n = param.size if isinstance(param, np.ndarray) else -1
+    _check("param", param, np.float32, n)
+    _check("grad", grad, np.float32, n)
+    nb = block_count(n, block_size)
+    for name, codes, absmax in states:
+        _check(f"{name}_codes", codes, np.uint8, n)
+        _check(f"{name}_absmax", absmax, np.float32, nb)
+    return block_size
+
+
+def _check_step(step: int) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an integer ≥ 1 (the count including this step), got {step!r}")
+    return int(step)
+
+
+# Below this many parameters a step runs on the calling thread: waking numba's workers costs
+# tens of microseconds on a quiet machine and milliseconds on a busy one, more than the work.
+SERIAL_BELOW = 1 << 16
+
+
+def _workers(n_blocks: int) -> int:
+    # a few chunks per thread so a thread slowed by a neighbour's process is not the tail
+    return max(1, min(n_blocks, 4 * numba.get_num_threads()))
+
+
+def adam8bit_state(n: int, block_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Zero moments for ``n`` parameters: (m_codes, m_absmax, v_codes, v_absmax)."""
+    signed, unsigned = _books()
+    nb = block_count(n, check_block_size(block_size))
+    return (np.full(n, signed.zero_code, np.uint8), np.zeros(nb, np.float32),
+            np.full(n, unsigned.zero_code, np.uint8), np.zeros(nb, np.float32))
+
+
+def momentum8bit_state(n: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A zero momentum buffer for ``n`` parameters: (codes, absmax)."""
+    m_codes, m_absmax, _, _ = adam8bit_state(n, block_size)
+    return m_codes, m_absmax
+
+
+def _adam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """The float32 hyper-parameters of one Adam step, shared by kernel and reference."""
+    return dict(b1=_F32(beta1), c1=_F32(1.0 - beta1), b2=_F32(beta2), c2=_F32(1.0 - beta2),
+                step_size=_F32(lr / (1.0 - beta1 ** step)),
+                inv_correction2=_F32(1.0 / math.sqrt(1.0 - beta2 ** step)), eps=_F32(eps),
+                decay=_F32(weight_decay), shrink=_F32(1.0 - lr * weight_decay),
+                coupled=bool(weight_decay != 0 and not decoupled), decoupled=bool(decoupled))
+
+
+@njit(cache=True, error_model="numpy")
+def _requantize(x, bits, codes, entries, table, table_thresholds, zero_code):
+    """Codes and absmax of the block in scratch ``x`` (``bits``: its uint32 view)."""
+    a = block_absmax(bits)
+    if a == 0:
+        codes[:] = zero_code
+    else:
+        encode_block(x, a, entries, table, table_thresholds, codes)
+    return a
+
+
+@njit(cache=True, error_model="numpy")
+def _adam8bit_blocks(lo, hi, param, grad, m_codes, m_absmax, v_codes, v_absmax, block_size,
+                     m_values, m_entries, m_table, m_thresholds, m_zero, v_values, v_entries,
+                     v_table, v_thresholds, v_zero, b1, c1, b2, c2, step_size, inv_correction2, eps,
+                     decay, shrink, coupled, decoupled):
+    """Blocks ``lo`` to ``hi`` of one 8-bit Adam step, with this worker's scratch."""
+    n = param.size
+    sm = np.empty(block_size, np.float32)
+    sv = np.empty(block_size, np.float32)
+    smu = sm.view(np.uint32)
+    svu = sv.view(np.uint32)
+    for b in range(lo, hi):
+        s = b * block_size
+        e = min(s + block_size, n)
+        k = e - s
+        pb = param[s:e]
+        gb = grad[s:e]
+        mcb = m_codes[s:e]
+        vcb = v_codes[s:e]
+        bm = sm[:k]
+        bv = sv[:k]
+        am = m_absmax[b]
+        av = v_absmax[b]
+        for j in range(k):
+            bm[j] = m_values[mcb[j]] * am
+            bv[j] = v_values[vcb[j]] * av
+        for j in range(k):
+            p = pb[j]
+            g = gb[j]
+            if coupled:
+                g = g + decay * p
+            if decoupled:
+                p = p * shrink
+            m = b1 * bm[j] + c1 * g
+            v = b2 * bv[j] + c2 * (g * g)
+            pb[j] = p - step_size * (m / (np.sqrt(v) * inv_correction2 + eps))
+            bm[j] = m
+            bv[j] = v
+        m_absmax[b] = _requantize(bm, smu[:k], mcb, m_entries, m_table, m_thresholds, m_zero)
+        v_absmax[b] = _requantize(bv, svu[:k], vcb, v_entries, v_table, v_thresholds, v_zero)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _adam8bit_parallel(workers, param, grad, m_codes, m_absmax, v_codes, v_absmax, block_size,
+                       m_values, m_entries, m_table, m_thresholds, m_zero, v_values, v_entries,
+                       v_table, v_thresholds, v_zero, b1, c1, b2, c2, step_size, inv_correction2,
+                       eps, decay, shrink, coupled, decoupled):
+    nb = m_absmax.size
+    for w in prange(workers):
+        _adam8bit_blocks(w * nb // workers, (w + 1) * nb // workers, param, grad, m_codes,
+                         m_absmax, v_codes, v_absmax, block_size, m_values, m_entries, m_table,
+                         m_thresholds, m_zero, v_values, v_entries, v_table, v_thresholds, v_zero,
+                         b1, c1, b2, c2, step_size, inv_correction2, eps, decay, shrink, coupled,
+                         decoupled)
+
+
+def adam8bit_step(param: np.ndarray, grad: np.ndarray, m_codes: np.ndarray, m_absmax: np.ndarray,
+                  v_codes: np.ndarray, v_absmax: np.ndarray, *, step: int, lr: float, beta1: float,
+                  beta2: float, eps: float, weight_decay: float, decoupled: bool,
+                  block_size: int) -> None:
+    """One 8-bit Adam/AdamW step, in place on ``param`` and the four state arrays."""
+    block_size = _check_states(param, grad, block_size, ("m", m_codes, m_absmax), ("v", v_codes, v_absmax))
+    s = _adam_scalars(_check_step(step), lr, beta1, beta2, eps, weight_decay, decoupled)
+    if param.size == 0:
+        return
+    signed, unsigned = _books()
+    args = (param, grad, m_codes, m_absmax, v_codes, v_absmax, block_size, signed.values,
+            signed.table_entries, signed.table, signed.table_thresholds, np.uint8(signed.zero_code),
+            unsigned.values, unsigned.table_entries, unsigned.table, unsigned.table_thresholds,
+            np.uint8(unsigned.zero_code), s["b1"], s["c1"], s["b2"], s["c2"], s["step_size"],
+            s["inv_correction2"], s["eps"], s["decay"], s["shrink"], s["coupled"], s["decoupled"])
+    if param.size < SERIAL_BELOW:
+        _adam8bit_blocks(0, m_absmax.size, *args)
+    else:
+        _adam8bit_parallel(_workers(m_absmax.size), *args)
+
+
+def _dequantize_reference(codes: np.ndarray, absmax: np.ndarray, values: np.ndarray,
+                          block_size: int) -> np.ndarray:
+    with np.errstate(invalid="ignore"):  # 0 · inf in a poisoned block
+        return values[codes] * np.repeat(absmax, block_size)[: codes.size]
+
+
+def adam8bit_step_reference(param, grad, m_codes, m_absmax, v_codes, v_absmax, *, step, lr, beta1,
+                            beta2, eps, weight_decay, decoupled, block_size) -> None:
+    """The numpy specification of `adam8bit_step` (same arguments, same in-place effect)."""
+    s = _adam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled)
+    signed, unsigned = _books()
+    m = _dequantize_reference(m_codes, m_absmax, signed.values, block_size)
+    v = _dequantize_reference(v_codes, v_absmax, unsigned.values, block_size)
+    p, g = param.copy(), grad
+    with np.errstate(all="ignore"):
+        if s["coupled"]:
+            g = g + s["decay"] * p
+        if s["decoupled"]:
+            p = p * s["shrink"]
+        m = s["b1"] * m + s["c1"] * g
+        v = s["b2"] * v + s["c2"] * (g * g)
+        param[:] = p - s["step_size"] * (m / (np.sqrt(v) * s["inv_correction2"] + s["eps"]))
+    m_codes[:], m_absmax[:] = quantize_blocks_reference(m, signed.values, block_size)
+    v_codes[:], v_absmax[:] = quantize_blocks_reference(v, unsigned.values, block_size)
+
+
+@njit(cache=True, error_model="numpy")
+def _momentum8bit_blocks(lo, hi, param, grad, codes, absmax, block_size, values, entries, table,
+                         thresholds, zero, lr, momentum, damped, decay, first, nesterov):
+    """Blocks ``lo`` to ``hi`` of one 8-bit momentum step, with this worker's scratch."""
+    n = param.size
+    sb = np.empty(block_size, np.float32)
+    sbu = sb.view(np.uint32)
+    for b in range(lo, hi):
+        s = b * block_size
+        e = min(s + block_size, n)
+        k = e - s
+        pb = param[s:e]
+        gb = grad[s:e]
+        cb = codes[s:e]
+        buf = sb[:k]
+        a = absmax[b]
+        if not first:
+            for j in range(k):
+                buf[j] = values[cb[j]] * a
+        for j in range(k):
+            p = pb[j]
+            g = gb[j] + decay * p
+            m = g if first else momentum * buf[j] + damped * g
+            d = g + momentum * m if nesterov else m
+            pb[j] = p - lr * d
+            buf[j] = m
+        absmax[b] = _requantize(buf, sbu[:k], cb, entries, table, thresholds, zero)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _momentum8bit_parallel(workers, param, grad, codes, absmax, block_size, values, entries, table,
+                           thresholds, zero, lr, momentum, damped, decay, first, nesterov):
+    nb = absmax.size
+    for w in prange(workers):
+        _momentum8bit_blocks(w * nb // workers, (w + 1) * nb // workers, param, grad, codes,
+                             absmax, block_size, values, entries, table, thresholds, zero, lr,
+                             momentum, damped, decay, first, nesterov)
+
+
+@njit(cache=True, error_model="numpy")
+def _sgd(param, grad, lr, decay):
+    for i in range(param.size):
+        param[i] = param[i] - lr * (grad[i] + decay * param[i])
+
+
+def momentum8bit_step(param: np.ndarray, grad: np.ndarray, codes: np.ndarray, absmax: np.ndarray, *,
+                      step: int, lr: float, momentum: float, dampening: float, nesterov: bool,
+                      weight_decay: float, block_size: int) -> None:
+    """One SGD step with an 8-bit momentum buffer, in place on ``param``, ``codes``, ``absmax``."""
+    block_size = _check_states(param, grad, block_size, ("m", codes, absmax))
+    step = _check_step(step)
+    if param.size == 0:
+        return
+    if momentum == 0:  # plain SGD is bandwidth-bound: one thread saturates it
+        _sgd(param, grad, _F32(lr), _F32(weight_decay))
+        return
+    book = codebook("dynamic", True, 8)
+    args = (param, grad, codes, absmax, block_size, book.values, book.table_entries, book.table,
+            book.table_thresholds, np.uint8(book.zero_code), _F32(lr), _F32(momentum),
+            _F32(1.0 - dampening), _F32(weight_decay), step == 1, bool(nesterov))
+    if param.size < SERIAL_BELOW:
+        _momentum8bit_blocks(0, absmax.size, *args)
+    else:
+        _momentum8bit_parallel(_workers(absmax.size), *args)
+
+
+def momentum8bit_step_reference(param, grad, codes, absmax, *, step, lr, momentum, dampening,
+                                nesterov, weight_decay, block_size) -> None:
+    """The numpy specification of `momentum8bit_step`."""
+    lr, mu, decay = _F32(lr), _F32(momentum), _F32(weight_decay)
+    with np.errstate(all="ignore"):
+        if momentum == 0:
+            param[:] = param - lr * (grad + decay * param)
+            return
+        values = codebook("dynamic", True, 8).values
+        g = grad + decay * param
+        if step == 1:
+            m = g
+        else:
+            m = mu * _dequantize_reference(codes, absmax, values, block_size) + _F32(1.0 - dampening) * g
+        param[:] = param - lr * (g + mu * m if nesterov else m)
+    codes[:], absmax[:] = quantize_blocks_reference(m, values, block_size)
+
+
+@njit(cache=True, error_model="numpy")
+def _lion_range(lo, hi, param, grad, exp_avg, lr, b1, c1, b2, c2, shrink):
+    pb = param[lo:hi]
+    gb = grad[lo:hi]
+    mb = exp_avg[lo:hi]
+    for j in range(pb.size):
+        g = gb[j]
+        m = mb[j]
+        c = b1 * m + c1 * g
+        sign = np.float32(1.0) if c > 0 else (np.float32(-1.0) if c < 0 else c * np.float32(0.0))
+        pb[j] = pb[j] * shrink - lr * sign
+        mb[j] = b2 * m + c2 * g
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _lion_parallel(chunk, param, grad, exp_avg, lr, b1, c1, b2, c2, shrink):
+    n = param.size
+    for w in prange((n + chunk - 1) // chunk):
+        _lion_range(w * chunk, min(w * chunk + chunk, n), param, grad, exp_avg, lr, b1, c1, b2,
+                    c2, shrink)
+
+
+def lion_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, *, lr: float, beta1: float,
+              beta2: float, weight_decay: float) -> None:
+    """One float32 Lion step, in place on ``param`` and ``exp_avg`` (one fused pass)."""
+    n = param.size if isinstance(param, np.ndarray) else -1
+    for name, a in (("param", param), ("grad", grad), ("exp_avg", exp_avg)):
+        _check(name, a, np.float32, n)
+    args = (param, grad, exp_avg, _F32(lr), _F32(beta1), _F32(1.0 - beta1), _F32(beta2),
+            _F32(1.0 - beta2), _F32(1.0 - lr * weight_decay))
+    if n < SERIAL_BELOW:
+        _lion_range(0, n, *args)
+    else:
+        _lion_parallel(16384, *args)
+
+
+def lion_step_reference(param, grad, exp_avg, *, lr, beta1, beta2, weight_decay) -> None:
+    """The numpy specification of `lion_step`: sign(0) = 0, sign(NaN) = NaN."""
+    with np.errstate(all="ignore"):
+        c = _F32(beta1) * exp_avg + _F32(1.0 - beta1) * grad
+        param[:] = param * _F32(1.0 - lr * weight_decay) - _F32(lr) * np.sign(c)
+        exp_avg[:] = _F32(beta2) * exp_avg + _F32(1.0 - beta2) * grad
