@@ -142,6 +142,7 @@ class _Compiler:
         dag = self.dag(bindings)
         tuners = self.tuners(kinds, configs, bindings, dag)
         order = list(nx.lexicographical_topological_sort(dag))
+        self.check_facts(order, kinds, configs, bindings)
         nodes: dict[str, Node] = {}
         for nid in order:
             if dag.nodes[nid].get("param"):
@@ -159,6 +160,25 @@ class _Compiler:
         return Graph(name=self.spec.pipeline, seed=self.spec.seed, spec=self.spec,
                      nodes=MappingProxyType(nodes), dag=nx.freeze(dag),
                      tuners=MappingProxyType(tuners))
+
+    def check_facts(self, order: list[str], kinds: dict[str, NodeKind],
+                    configs: dict[str, dict[str, Any]],
+                    bindings: dict[str, dict[str, Binding]]) -> None:
+        """Propagate each output's static facts in graph order and let every kind with a
+        `describe` refuse mismatched inputs now, before anything runs (registry docstring)."""
+        known: dict[tuple[str, str], dict[str, Any]] = {}
+        for nid in order:
+            kind = kinds.get(nid)
+            if kind is None or kind.describe is None:  # a param, or a kind that declares nothing
+                continue
+            inputs = {port: known.get((b.node, b.port), {}) for port, b in bindings[nid].items()}
+            try:
+                described = kind.describe(dict(configs[nid]), inputs) or {}
+            except ValueError as exc:
+                raise self.error(("nodes", nid, "in"), f"node '{nid}' ({kind.name}): {exc}",
+                                 hint="rewire its inputs or change the kinds") from None
+            for port, facts in described.items():
+                known[(nid, port)] = {k: v for k, v in facts.items() if v is not None}
 
     def tuners(self, kinds: dict[str, NodeKind], configs: dict[str, dict[str, Any]],
                bindings: dict[str, dict[str, Binding]], dag: nx.DiGraph) -> dict[str, Any]:

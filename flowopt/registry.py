@@ -13,6 +13,14 @@ A node kind is a function decorated with `@node`. Its signature is the whole con
 
 Built-in kinds use exactly this API and are found like plugins, through the
 ``flowopt.nodes`` entry-point group; pipeline files may also load ``plugins:``.
+
+**Static facts.** ``describe=fn`` lets the compiler check a kind's inputs before anything
+runs: ``fn(config, inputs) -> {output port: facts}``, where ``inputs`` maps each bound
+input port to the facts its upstream output declared (``{}`` when unknown) and facts are
+small JSON dicts (``task``, ``n_features``, ``n_classes``, ``n_inputs``). It raises
+`ValueError` to refuse a mismatch (a regression loss on a classifier, a calibration set of
+the wrong width); the compiler reports it as a `GraphError` at the node's ``in:`` line.
+Unknown facts never refuse anything: a kind without ``describe`` passes nothing on.
 """
 from __future__ import annotations
 
@@ -67,6 +75,7 @@ class NodeKind:
     deterministic: bool
     wants_context: bool
     doc: str
+    describe: Callable[[dict[str, Any], dict[str, dict[str, Any]]], dict[str, Any]] | None = None
 
     def input(self, name: str) -> Port | None:
         return next((p for p in self.inputs if p.name == name), None)
@@ -111,7 +120,7 @@ def _is_artifact_type(annotation: Any) -> bool:
 
 def kind_from_function(fn: Callable[..., Any], name: str, *, outputs: dict[str, Any] | None,
                        metrics: typing.Sequence[str], version: int,
-                       deterministic: bool) -> NodeKind:
+                       deterministic: bool, describe: Callable[..., Any] | None = None) -> NodeKind:
     """Derive a `NodeKind` from a function's signature (see the module docstring)."""
     hints = typing.get_type_hints(fn, include_extras=True)
     inputs: list[Port] = []
@@ -144,7 +153,7 @@ def kind_from_function(fn: Callable[..., Any], name: str, *, outputs: dict[str, 
     return NodeKind(name=name, version=version, fn=fn, inputs=tuple(inputs),
                     outputs=tuple(out_ports), config=config, metrics=tuple(metrics),
                     deterministic=deterministic, wants_context=wants_context,
-                    doc=inspect.getdoc(fn) or "")
+                    doc=inspect.getdoc(fn) or "", describe=describe)
 
 
 class Registry:
@@ -200,18 +209,20 @@ REGISTRY = Registry()
 
 
 def node(name: str, *, outputs: dict[str, Any] | None = None,
-         metrics: typing.Sequence[str] = (), version: int = 1,
-         deterministic: bool = False) -> Callable[[Callable[..., Any]], "NodeFactory"]:
+         metrics: typing.Sequence[str] = (), version: int = 1, deterministic: bool = False,
+         describe: Callable[..., Any] | None = None) -> Callable[[Callable[..., Any]], "NodeFactory"]:
     """Register a function as node kind `name` (see the module docstring).
 
     `version` is part of every cache key: bump it when the function's results change.
     `deterministic=True` says the result does not depend on the seed, so the seed is left
     out of the cache key and the node is shared between pipelines with different seeds.
+    `describe` declares static facts and checks inputs at compile time (module docstring).
     """
 
     def decorate(fn: Callable[..., Any]) -> NodeFactory:
         kind = kind_from_function(fn, name, outputs=outputs, metrics=metrics,
-                                  version=version, deterministic=deterministic)
+                                  version=version, deterministic=deterministic,
+                                  describe=describe)
         REGISTRY.add(kind)
         return NodeFactory(kind)
 

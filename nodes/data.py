@@ -17,7 +17,7 @@ from flowopt.artifacts import Dataset
 from flowopt.context import Context
 from flowopt.registry import node
 
-from . import tabular
+from . import facts, tabular
 
 DIGITS_RESOURCE = "resources/digits.csv.gz"
 
@@ -28,7 +28,7 @@ def _dataset(x: Any, y: Any, meta: dict[str, Any]) -> Dataset:
     return Dataset(x=torch.from_numpy(x), y=torch.from_numpy(y), meta=meta)
 
 
-@node("data.digits", deterministic=True)
+@node("data.digits", deterministic=True, describe=facts.digits)
 def digits() -> Dataset:
     """The 8×8 handwritten digits (Alpaydin & Kaynak 1998, UCI): 1,797 images, 10 classes.
 
@@ -46,7 +46,7 @@ def digits() -> Dataset:
                                               "sha256": tabular.sha256(payload)}})
 
 
-@node("data.synthetic")
+@node("data.synthetic", describe=facts.synthetic)
 def synthetic(ctx: Context,
               task: Literal["classification", "regression"] = "classification",
               n_samples: Annotated[int, Field(gt=0)] = 1000,
@@ -82,7 +82,7 @@ def synthetic(ctx: Context,
     return Dataset(x=x, y=y, meta={**meta, "n_classes": n_classes})
 
 
-@node("data.csv", deterministic=True)
+@node("data.csv", deterministic=True, describe=facts.csv)
 def csv(path: FilePath, target: str | int = -1, header: bool | Literal["auto"] = "auto",
         delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ",",
         task: tabular.Task = "auto") -> Dataset:
@@ -119,7 +119,7 @@ def csv(path: FilePath, target: str | int = -1, header: bool | Literal["auto"] =
                                               "sha256": tabular.sha256(payload)}})
 
 
-@node("data.split", outputs={"train": Dataset, "val": Dataset})
+@node("data.split", outputs={"train": Dataset, "val": Dataset}, describe=facts.split)
 def split(dataset: Dataset, ctx: Context,
           val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2) -> dict[str, Dataset]:
     """A seeded train/validation split, stratified by class for classification.

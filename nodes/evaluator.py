@@ -14,6 +14,8 @@ from pydantic import Field
 from flowopt.artifacts import Dataset, Model
 from flowopt.registry import node
 
+from . import facts
+
 
 def expected_calibration_error(confidences: Any, correct: Any, bins: int = 15) -> float:
     """ECE with `bins` equal-width confidence bins (Guo et al. 2017, eq. 3).
@@ -31,7 +33,8 @@ def expected_calibration_error(confidences: Any, correct: Any, bins: int = 15) -
     return float(np.abs(gap).sum() / confidences.size)
 
 
-@node("evaluator.classification", metrics=["accuracy", "loss", "ece"], deterministic=True)
+@node("evaluator.classification", metrics=["accuracy", "loss", "ece"], deterministic=True,
+      describe=facts.classification_evaluator)
 def classification(model: Model, data: Dataset,
                    bins: Annotated[int, Field(gt=0)] = 15) -> dict[str, float]:
     """Accuracy, cross-entropy and expected calibration error of a classifier on `data`.

@@ -7,9 +7,11 @@ the functions, so importing the kinds stays light.
 Every builder also declares the task it is for (`LOSS_TASKS`: classification losses take
 class logits and integer targets, regression losses a value per row). The training loop
 calls `check_task` before step 1, so a regression loss wired to a classifier fails with a
-clear message instead of broadcasting shapes into a meaningless number. The check runs
-when training starts, not at compile time, because a model's task is only known once its
-data is (``data.csv`` infers it from the file). Plugins add their builders to `LOSS_TASKS`.
+clear message instead of broadcasting shapes into a meaningless number. Where the task is
+known statically (every built-in dataset but ``data.csv`` with ``task: auto``, which
+infers it from the file) the compiler refuses the mismatch before anything runs
+(`flowopt.nodes.facts`); `check_task` is the run-time backstop. Plugins add their builders
+to `LOSS_TASKS`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from pydantic import Field
 
 from flowopt.artifacts import Dataset, Loss, Model, register_builder
 from flowopt.registry import node
+
+from . import facts
 
 LOSS_TASKS: dict[str, str] = {"cross_entropy": "classification", "spherical_z": "classification",
                               "stablemax": "classification", "focal": "classification",
@@ -132,7 +136,7 @@ def build_focal(gamma: float = 2.0, alpha: list[float] | None = None) -> Callabl
 Positive = Annotated[float, Field(gt=0)]
 
 
-@node("loss.cross_entropy", deterministic=True)
+@node("loss.cross_entropy", deterministic=True, describe=facts.loss("classification"))
 def cross_entropy(label_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.0,
                   z_loss: Annotated[float, Field(ge=0)] = 0.0) -> Loss:
     """Softmax cross-entropy over class logits (mean over the batch).
@@ -147,7 +151,7 @@ def cross_entropy(label_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.0,
                         "z_loss": z_loss})
 
 
-@node("loss.mse", deterministic=True)
+@node("loss.mse", deterministic=True, describe=facts.loss("regression"))
 def mse() -> Loss:
     """Mean squared error for regression; a (batch, 1) output is compared with (batch,) targets.
 
@@ -156,7 +160,7 @@ def mse() -> Loss:
     return Loss(recipe={"builder": "mse"})
 
 
-@node("loss.spherical_z", deterministic=True)
+@node("loss.spherical_z", deterministic=True, describe=facts.loss("classification"))
 def spherical_z(a: Positive = 1.0, b: float = 3.0) -> Loss:
     """The Z-loss of de Brébisson & Vincent 2016, a shift- and scale-invariant spherical loss.
 
@@ -173,7 +177,7 @@ def spherical_z(a: Positive = 1.0, b: float = 3.0) -> Loss:
     return Loss(recipe={"builder": "spherical_z", "a": a, "b": b})
 
 
-@node("loss.stablemax", deterministic=True)
+@node("loss.stablemax", deterministic=True, describe=facts.loss("classification"))
 def stablemax() -> Loss:
     """Cross-entropy on StableMax instead of softmax (Prieto et al. 2025, "Grokking at the
     Edge of Numerical Stability").
@@ -190,7 +194,7 @@ def stablemax() -> Loss:
     return Loss(recipe={"builder": "stablemax"})
 
 
-@node("loss.focal", deterministic=True)
+@node("loss.focal", deterministic=True, describe=facts.loss("classification"))
 def focal(gamma: Annotated[float, Field(ge=0)] = 2.0,
           alpha: list[Annotated[float, Field(ge=0)]] | None = None) -> Loss:
     """Focal loss (Lin et al. 2017): −α_t (1 − p_t)^γ log p_t on softmax probabilities.

@@ -9,6 +9,8 @@ from flowopt.artifacts import Dataset, Model, register_builder
 from flowopt.context import Context
 from flowopt.registry import node
 
+from . import facts
+
 
 @register_builder("mlp")
 def build_mlp(n_inputs: int, n_outputs: int, hidden: list[int], activation: str = "relu",
@@ -19,7 +21,7 @@ def build_mlp(n_inputs: int, n_outputs: int, hidden: list[int], activation: str 
     return make_mlp(n_inputs, n_outputs, hidden, activation, dropout)
 
 
-@node("model.mlp")
+@node("model.mlp", describe=facts.model)
 def mlp(data: Dataset, ctx: Context,
         hidden: list[Annotated[int, Field(gt=0)]] = [64],  # noqa: B006 - pydantic copies it
         activation: Literal["relu", "gelu", "tanh"] = "relu",
@@ -56,7 +58,7 @@ def build_cnn(n_inputs: int, n_outputs: int, image: list[int], channels: list[in
     return make_cnn(n_inputs, n_outputs, image, channels, hidden)
 
 
-@node("model.cnn")
+@node("model.cnn", describe=facts.model)
 def cnn(data: Dataset, ctx: Context,
         channels: list[Annotated[int, Field(gt=0)]] = [16, 32],  # noqa: B006 - pydantic copies it
         hidden: Annotated[int, Field(gt=0)] = 64,

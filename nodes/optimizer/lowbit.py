@@ -14,6 +14,8 @@ from flowopt.artifacts import Dataset, Loss, Model
 from flowopt.context import Context
 from flowopt.registry import node
 
+from .. import facts
+
 from .common import (CONSTANT, BatchSize, Beta, Betas, Decay, Device, EvalEvery, OnNonfinite,
                      Rate, Schedule, Steps, train, with_shared_fields)
 
@@ -32,7 +34,7 @@ def _adam8bit(kind: str, decoupled: bool, model: Model, data: Dataset, loss: Los
     return train(kind, make, model, data, loss, val, ctx, **shared)
 
 
-@node("optimizer.adam8bit")
+@node("optimizer.adam8bit", describe=facts.training)
 @with_shared_fields
 def adam8bit(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
              lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
@@ -58,7 +60,7 @@ def adam8bit(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset
                       "eval_every": eval_every})
 
 
-@node("optimizer.adamw8bit")
+@node("optimizer.adamw8bit", describe=facts.training)
 @with_shared_fields
 def adamw8bit(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
               lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
@@ -80,7 +82,7 @@ def adamw8bit(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Datase
                       "eval_every": eval_every})
 
 
-@node("optimizer.momentum8bit")
+@node("optimizer.momentum8bit", describe=facts.training)
 @with_shared_fields
 def momentum8bit(model: Model, data: Dataset, loss: Loss, ctx: Context,
                  val: Dataset | None = None, lr: Rate = 1e-3,

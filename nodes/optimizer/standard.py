@@ -14,6 +14,8 @@ from flowopt.artifacts import Dataset, Loss, Model
 from flowopt.context import Context
 from flowopt.registry import node
 
+from .. import facts
+
 from .common import (CONSTANT, BatchSize, Beta, Betas, Decay, Device, EvalEvery, OnNonfinite,
                      Rate, Schedule, Steps, train, with_shared_fields)
 
@@ -27,7 +29,7 @@ def _torch_optim(name: str, **options: Any) -> Any:
     return make
 
 
-@node("optimizer.sgd")
+@node("optimizer.sgd", describe=facts.training)
 @with_shared_fields
 def sgd(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
         lr: Rate = 1e-3, momentum: Beta = 0.0, nesterov: bool = False,
@@ -50,7 +52,7 @@ def sgd(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | No
                  on_nonfinite=on_nonfinite, eval_every=eval_every)
 
 
-@node("optimizer.adam")
+@node("optimizer.adam", describe=facts.training)
 @with_shared_fields
 def adam(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
          lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
@@ -69,7 +71,7 @@ def adam(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | N
                  on_nonfinite=on_nonfinite, eval_every=eval_every)
 
 
-@node("optimizer.adamw")
+@node("optimizer.adamw", describe=facts.training)
 @with_shared_fields
 def adamw(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
           lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
@@ -88,7 +90,7 @@ def adamw(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | 
                  on_nonfinite=on_nonfinite, eval_every=eval_every)
 
 
-@node("optimizer.lion")
+@node("optimizer.lion", describe=facts.training)
 @with_shared_fields
 def lion(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
          lr: Rate = 1e-4, betas: Betas = (0.9, 0.99), weight_decay: Decay = 0.0,
@@ -114,7 +116,7 @@ def lion(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | N
                  on_nonfinite=on_nonfinite, eval_every=eval_every)
 
 
-@node("optimizer.adamp")
+@node("optimizer.adamp", describe=facts.training)
 @with_shared_fields
 def adamp(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
           lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
@@ -142,7 +144,7 @@ def adamp(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | 
                  on_nonfinite=on_nonfinite, eval_every=eval_every)
 
 
-@node("optimizer.diffgrad")
+@node("optimizer.diffgrad", describe=facts.training)
 @with_shared_fields
 def diffgrad(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
              lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
@@ -165,7 +167,7 @@ def diffgrad(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset
                  on_nonfinite=on_nonfinite, eval_every=eval_every)
 
 
-@node("optimizer.stable_spam")
+@node("optimizer.stable_spam", describe=facts.training)
 @with_shared_fields
 def stable_spam(model: Model, data: Dataset, loss: Loss, ctx: Context,
                 val: Dataset | None = None, lr: Rate = 1e-3, betas: Betas = (0.9, 0.999),

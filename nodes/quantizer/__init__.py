@@ -28,6 +28,8 @@ from flowopt.artifacts import Dataset, Model, QuantizedModel, register_builder
 from flowopt.context import Context
 from flowopt.registry import node
 
+from .. import facts
+
 Bits = Literal[2, 3, 4, 5, 6, 7, 8]
 Clipping = Literal["minmax", "percentile", "mse"]
 Percentile = Annotated[float, Field(gt=50, le=100)]
@@ -63,7 +65,7 @@ def _outputs(ctx: Context, model: Model, quantized: QuantizedModel,
     return {"model": quantized, **report(ctx, model, quantized, calibration)}
 
 
-@node("quantizer.uniform", outputs=OUTPUTS, metrics=METRICS, deterministic=True)
+@node("quantizer.uniform", outputs=OUTPUTS, metrics=METRICS, describe=facts.quantizer, deterministic=True)
 def uniform(model: Model, ctx: Context, calibration: Dataset | None = None, bits: Bits = 8,
             symmetric: bool = True, per_channel: bool = True, clipping: Clipping = "minmax",
             percentile: Percentile = 99.99, activation_bits: Bits | None = None,
@@ -97,7 +99,7 @@ def uniform(model: Model, ctx: Context, calibration: Dataset | None = None, bits
 BlockSize = Literal[64, 128, 256, 512, 1024, 2048, 4096]
 
 
-@node("quantizer.blockwise", outputs=OUTPUTS, metrics=METRICS, deterministic=True)
+@node("quantizer.blockwise", outputs=OUTPUTS, metrics=METRICS, describe=facts.quantizer, deterministic=True)
 def blockwise(model: Model, ctx: Context, calibration: Dataset | None = None,
               bits: Literal[4, 8] = 8, code_map: Literal["dynamic", "linear"] = "dynamic",
               block_size: BlockSize = 2048) -> dict[str, Any]:
@@ -133,7 +135,7 @@ def _budget_fits_choices(budget: float | None, info: ValidationInfo) -> float | 
     return budget
 
 
-@node("quantizer.layerwise", outputs=OUTPUTS, metrics=METRICS)
+@node("quantizer.layerwise", outputs=OUTPUTS, metrics=METRICS, describe=facts.quantizer)
 def layerwise(model: Model, calibration: Dataset, ctx: Context, bits: Width = 4,
               bit_choices: Annotated[list[Width], Field(min_length=1)] = [2, 3, 4, 8],  # noqa: B006
               budget_bits: Annotated[float | None, AfterValidator(_budget_fits_choices)] = None,
@@ -172,7 +174,7 @@ def layerwise(model: Model, calibration: Dataset, ctx: Context, bits: Width = 4,
     return _outputs(ctx, private, quantized, calibration)
 
 
-@node("quantizer.nupes", outputs=OUTPUTS, metrics=METRICS)
+@node("quantizer.nupes", outputs=OUTPUTS, metrics=METRICS, describe=facts.quantizer)
 def nupes(model: Model, ctx: Context, calibration: Dataset | None = None, bits: Bits = 4,
           iters: Annotated[int, Field(ge=0)] = 200,
           batch_size: Annotated[int, Field(gt=0)] = 50) -> dict[str, Any]:
