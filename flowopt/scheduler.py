@@ -262,8 +262,14 @@ class Scheduler:
             for node in graph:
                 if node.id not in results:
                     record(node, "skipped")
-            status = "interrupted" if interrupted else ("failed" if failed else "succeeded")
-            error = results[failed].error if failed else ("interrupted" if interrupted else None)
+            # Cancelled from another thread (a tuner stopping its trials) is interrupted too,
+            # though no KeyboardInterrupt reached this one.
+            interrupted_nodes = any(r.error == "interrupted" for r in results.values())
+            if interrupted or (failed is None and interrupted_nodes):
+                status, error = "interrupted", "interrupted"
+            else:
+                status = "failed" if failed else "succeeded"
+                error = results[failed].error if failed else None
             with self._lock:
                 for key, value in self._series_last.items():
                     metrics.setdefault(key, value)

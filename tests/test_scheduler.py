@@ -109,6 +109,18 @@ def test_failure_is_fail_fast_recorded_and_resumable():
     assert resumed.nodes["a"].status == "cached"
 
 
+def test_a_run_cancelled_from_another_thread_is_interrupted_not_succeeded():
+    recorder = MemoryRecorder()
+    graph = graph_of({"a": {"kind": "toy.number"},
+                      "slow": {"kind": "toy.slow", "in": {"x": "a"}, "with": {"steps": 500, "delay": 0.01}}})
+    scheduler = Scheduler(graph, recorder, ThreadExecutor(2))
+    threading.Timer(0.3, scheduler.cancel.set).start()  # what a tuner does to its trials
+    result = scheduler.run()
+    assert result.status == "interrupted" and result.error == "interrupted"
+    assert recorder.runs[scheduler.run_id]["status"] == "interrupted"
+    assert result.nodes["a"].status == "succeeded" and result.nodes["slow"].error == "interrupted"
+
+
 def test_interrupt_marks_run_interrupted_and_keeps_finished_nodes():
     recorder = MemoryRecorder()
     graph = graph_of({"a": {"kind": "toy.number"},
