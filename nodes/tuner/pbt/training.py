@@ -109,10 +109,8 @@ class TrainerTrainable:
         import time
 
         tensors, meta = state
-        # torch's Optimizer.load_state_dict keeps CPU tensors by reference and step()
-        # updates them in place: without copies, a checkpoint that two members continue
-        # from (an exploit) would be changed under the other one.
-        tensors = {k: v.clone() for k, v in tensors.items()}
+        # Trainer.restore copies what training updates in place, so a checkpoint that two
+        # members continue from (an exploit) is never changed under the other one.
         trainer = self._trainer(0, params).restore(tensors, meta)
         started = time.perf_counter()
         trainer.run(until=trainer.step + steps)
