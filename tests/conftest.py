@@ -132,3 +132,17 @@ def make_ctx() -> Callable[..., Context]:
         return ctx
 
     return make
+
+
+@pytest.fixture(scope="module")
+def blobs() -> Any:
+    """A small, learnable 3-class `Dataset` (fixed seed), shared by the training tests."""
+    import torch
+
+    from flowopt.artifacts import Dataset
+
+    generator = torch.Generator().manual_seed(0)
+    centres = 2.0 * torch.randn(3, 6, generator=generator)
+    y = torch.arange(240) % 3
+    x = centres[y] + 0.7 * torch.randn(240, 6, generator=generator)
+    return Dataset(x=x, y=y, meta={"task": "classification", "n_classes": 3, "n_features": 6})

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowopt.artifacts import Dataset, Loss
+from flowopt.artifacts import Loss
 from flowopt.errors import GraphError
 from flowopt.graph import compile_pipeline
 from flowopt.nodes import model, optimizer
@@ -340,15 +340,6 @@ def test_adam8bit_state_survives_a_state_dict_round_trip_as_uint8():
 
 
 # --- the kinds ---------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def blobs() -> Dataset:
-    generator = torch.Generator().manual_seed(0)
-    centres = 2.0 * torch.randn(3, 6, generator=generator)
-    y = torch.arange(240) % 3
-    x = centres[y] + 0.7 * torch.randn(240, 6, generator=generator)
-    return Dataset(x=x, y=y, meta={"task": "classification", "n_classes": 3, "n_features": 6})
-
 
 XENT = Loss(recipe={"builder": "cross_entropy", "label_smoothing": 0.0, "z_loss": 0.0})
 KINDS = {"lion": (optimizer.lion, {"lr": 3e-3}),

@@ -14,16 +14,6 @@ from flowopt.nodes import data, loss, model, optimizer
 from flowopt.nodes.layers import SeededDropout
 
 
-@pytest.fixture(scope="module")
-def blobs() -> Dataset:
-    """A small, learnable 3-class problem (fixed seed)."""
-    generator = torch.Generator().manual_seed(0)
-    centres = 2.0 * torch.randn(3, 6, generator=generator)
-    y = torch.arange(240) % 3
-    x = centres[y] + 0.7 * torch.randn(240, 6, generator=generator)
-    return Dataset(x=x, y=y, meta={"task": "classification", "n_classes": 3, "n_features": 6})
-
-
 def mlp(dataset, make_ctx, seed=0, **config) -> Model:
     return model.mlp.fn(dataset, make_ctx(seed), **config)
 
