@@ -186,8 +186,9 @@ class MemoryRecorder:
         with self._lock:
             return [e for r, n, e in self.population if r == run_id and n == node_id]
 
-    def save_checkpoint(self, label: str, payload: bytes, fmt: str) -> str:
-        checkpoint_id = new_id()
+    def save_checkpoint(self, label: str, payload: bytes, fmt: str,
+                        checkpoint_id: str | None = None) -> str:
+        checkpoint_id = checkpoint_id or new_id()
         with self._lock:
             self.checkpoints[checkpoint_id] = payload
         return checkpoint_id

@@ -53,7 +53,9 @@ def classification(model: Model, data: Dataset,
                          f"(this one's task is {data.meta.get('task')!r})")
     if len(data) == 0:
         raise ValueError("evaluator.classification: the dataset is empty")
-    module = copy.deepcopy(model.module).eval()  # eval() would otherwise flip a shared input
+    module = model.module
+    if any(m.training for m in module.modules()):  # eval() would otherwise flip a shared input
+        module = copy.deepcopy(module).eval()
     with torch.no_grad():
         logits = module(data.x).float()
     probabilities = logits.softmax(dim=-1)

@@ -17,6 +17,7 @@ attributes, so the controller's ``fold`` accepts them directly.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -204,15 +205,17 @@ class PopulationStore:
     def population_events(self, run_id: str, node_id: str) -> list[PopulationEventRecord]:
         return read_events(self.engine, run_id, node_id)
 
-    def save_checkpoint(self, label: str, payload: bytes, fmt: str) -> str:
-        """A ``checkpoint`` artifact of no execution (``port`` = `label`); returns its id."""
+    def save_checkpoint(self, label: str, payload: bytes, fmt: str,
+                        checkpoint_id: str | None = None) -> str:
+        """A ``checkpoint`` artifact of no execution (``port`` = `label`); returns its id
+        (`checkpoint_id` if given: a caller that writes behind names it in advance)."""
         from .store import INLINE_LIMIT
 
         digest = content_hash(payload)
         inline = payload if len(payload) <= INLINE_LIMIT else None
         if inline is None:
             self.blobs.put(digest, payload)  # type: ignore[attr-defined]
-        checkpoint_id = new_id()
+        checkpoint_id = checkpoint_id or new_id()
         row = {"id": checkpoint_id, "hash": digest, "type": "checkpoint", "format": fmt,
                "size": len(payload), "inline": inline, "execution_id": None,
                "port": label, "created_at": utcnow()}
@@ -233,41 +236,61 @@ class StoreCheckpoints:
     `encode`/`decode` turn a state into bytes and back.
 
     The artifact row is written at once (not batched with the run's rows): an event that
-    names a checkpoint must never outlive it, and a killed run resumes from these. The
-    last `keep` decoded states are also held in memory, so copies within one process
-    skip decoding.
+    names a checkpoint must never outlive it, and a killed run resumes from these. With a
+    `writer` (`flowopt.nodes.tuner.pbt.writer.WriteBehind`) "at once" means "on the
+    writer, before any event submitted later": `save` names the checkpoint, queues the
+    encoding and the write, and returns. The last `keep` states are also held in memory
+    (decoded), so copies within one process skip decoding — and never wait for a write.
     """
 
     def __init__(self, store: Any, encode: Any, decode: Any, *, fmt: str = "safetensors",
-                 keep: int = 32) -> None:
+                 keep: int = 32, writer: Any = None) -> None:
         from collections import OrderedDict
 
         self.store, self.encode, self.decode, self.fmt, self.keep = store, encode, decode, fmt, keep
+        self.writer = writer
         self._recent: "OrderedDict[str, Any]" = OrderedDict()
+        self._lock = threading.Lock()
         self.seconds = 0.0  # time spent encoding, writing, reading and decoding
 
     def save(self, member: int, step: int, state: Any) -> str:
-        started = time.perf_counter()
-        checkpoint_id = self.store.save_checkpoint(f"member{member}@{step}", self.encode(state),
-                                                   self.fmt)
+        checkpoint_id = new_id()
         self._remember(checkpoint_id, state)
-        self.seconds += time.perf_counter() - started
+
+        def write() -> None:
+            started = time.perf_counter()
+            self.store.save_checkpoint(f"member{member}@{step}", self.encode(state), self.fmt,
+                                       checkpoint_id=checkpoint_id)
+            self._count(time.perf_counter() - started)
+
+        if self.writer is None:
+            write()
+        else:
+            self.writer.submit(write)
         return checkpoint_id
 
     def load(self, checkpoint_id: str) -> Any:
-        if checkpoint_id in self._recent:
-            self._recent.move_to_end(checkpoint_id)
-            return self._recent[checkpoint_id]
+        with self._lock:
+            if checkpoint_id in self._recent:
+                self._recent.move_to_end(checkpoint_id)
+                return self._recent[checkpoint_id]
+        if self.writer is not None:
+            self.writer.flush()  # it may still be on its way to the store
         started = time.perf_counter()
         state = self.decode(self.store.load_checkpoint(checkpoint_id))
         self._remember(checkpoint_id, state)
-        self.seconds += time.perf_counter() - started
+        self._count(time.perf_counter() - started)
         return state
 
     def _remember(self, checkpoint_id: str, state: Any) -> None:
-        self._recent[checkpoint_id] = state
-        while len(self._recent) > self.keep:
-            self._recent.popitem(last=False)
+        with self._lock:
+            self._recent[checkpoint_id] = state
+            while len(self._recent) > self.keep:
+                self._recent.popitem(last=False)
+
+    def _count(self, seconds: float) -> None:
+        with self._lock:
+            self.seconds += seconds
 
 
 def _retry(work: Any, engine: Engine, attempts: int = 8) -> None:

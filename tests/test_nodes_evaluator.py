@@ -72,6 +72,19 @@ def test_classification_does_not_change_the_shared_input_model():
     assert evaluator.classification.fn(net, dataset) == first  # dropout was off
 
 
+def test_a_model_already_in_eval_mode_is_scored_without_a_copy_and_left_as_it_was(monkeypatch):
+    import copy
+
+    net = Model(module=nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).eval(), recipe={})
+    dataset = Dataset(x=torch.randn(8, 2), y=torch.zeros(8, dtype=torch.int64),
+                      meta={"task": "classification", "n_classes": 2, "n_features": 2})
+    expected = evaluator.classification.fn(net, dataset)
+    copies = []
+    monkeypatch.setattr(copy, "deepcopy", lambda *a, **k: copies.append(a) or a[0])
+    assert evaluator.classification.fn(net, dataset) == expected
+    assert copies == [] and not any(m.training for m in net.module.modules())
+
+
 def test_classification_refuses_a_regression_dataset():
     dataset = Dataset(x=torch.zeros(2, 1), y=torch.zeros(2), meta={"task": "regression"})
     with pytest.raises(ValueError, match="classification dataset"):

@@ -151,3 +151,18 @@ def test_a_killed_pbt_run_resumes_from_the_latest_checkpoints_in_the_store(tmp_p
 
     assert replay_run(store, result.run_id)["same"] is True
     store.close()
+
+
+def test_a_checkpoint_that_cannot_be_written_fails_the_run_and_no_event_names_it():
+    class DiskFull(MemoryRecorder):
+        def save_checkpoint(self, label, payload, fmt, checkpoint_id=None):
+            if len(self.checkpoints) >= 5:
+                raise OSError(28, "No space left on device")
+            return super().save_checkpoint(label, payload, fmt, checkpoint_id)
+
+    recorder = DiskFull()
+    _, result = run(recorder, *SMALL)
+    assert result.status == "failed"
+    assert "No space left on device" in result.error
+    named = {e.checkpoint_id for r, n, e in recorder.population if e.checkpoint_id}
+    assert named and named <= set(recorder.checkpoints)  # written behind, but never ahead

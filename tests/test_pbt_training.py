@@ -119,3 +119,36 @@ def test_a_checkpoint_two_members_continue_from_is_not_changed_by_either(digits_
     _, second = t.train(shared, params, 15)
     assert first == second
     assert all(bool((shared[0][k] == v).all()) for k, v in before.items())
+
+
+def test_a_parked_trainer_goes_on_exactly_as_a_restored_one_would(digits_task):
+    # Continuing with the live Trainer (the fast path) and restoring a fresh one from the
+    # checkpoint at every ready point (live=0) must give the same bits, params changing
+    # between segments (the restored path) or not (the parked one).
+    schedule = [{"lr": 0.01, "weight_decay": 1e-4}] * 2 + [{"lr": 0.02, "weight_decay": 1e-3}] * 2
+    runs = []
+    for live in (16, 0):
+        t = trainable(digits_task, live=live)
+        state, scores = t.start(0, schedule[0]), []
+        for params in schedule:
+            state, score = t.train(state, params, 15)
+            scores.append(score)
+        runs.append((state, scores))
+    (fast, fast_scores), (slow, slow_scores) = runs
+    assert fast_scores == slow_scores
+    assert fast[0].keys() == slow[0].keys()
+    assert all(bool((fast[0][k] == slow[0][k]).all()) for k in slow[0])
+    assert fast[1] == slow[1]
+
+
+def test_a_trainer_is_parked_for_one_state_and_claimed_once(digits_task):
+    t = trainable(digits_task)
+    params = {"lr": 0.01, "weight_decay": 1e-4}
+    state = t.start(0, params)
+    assert t._claim(state, {"lr": 0.02, "weight_decay": 1e-4}) is None  # other params: restore
+    state, _ = t.train(state, params, 15)
+    copy = (dict(state[0]), dict(state[1]))  # equal, but not the state the trainer made
+    assert t._claim(copy, params) is None
+    trainer = t._claim(state, params)
+    assert trainer is not None and trainer.step == 15
+    assert t._claim(state, params) is None  # claimed once

@@ -85,8 +85,10 @@ class PopulationRecorder(Protocol):
     def population_events(self, run_id: str, node_id: str) -> list[Any]:
         """A node's events in a run, in the order they were recorded."""
 
-    def save_checkpoint(self, label: str, payload: bytes, fmt: str) -> str:
-        """Store checkpoint bytes at once; returns its id."""
+    def save_checkpoint(self, label: str, payload: bytes, fmt: str,
+                        checkpoint_id: str | None = None) -> str:
+        """Store checkpoint bytes at once; returns its id (`checkpoint_id`, when the caller
+        chose it in advance, else a new one)."""
 
     def load_checkpoint(self, checkpoint_id: str) -> bytes:
         """The bytes of a saved checkpoint (KeyError if there is none)."""

@@ -136,6 +136,7 @@ class Trainer:
         self.window_steps, self.skipped, self.last_loss = 0, 0, float("nan")
         self.first_bad = torch.zeros((), dtype=torch.long, device=self.device)
         self.val_curve: list[list[float]] = []
+        self._snapshot: torch.nn.Module | None = None  # see snapshot()
 
     # -- the loop --------------------------------------------------------------------
     def run(self, until: int | None = None) -> "Trainer":
@@ -203,18 +204,40 @@ class Trainer:
     # -- results and checkpoints -----------------------------------------------------
     def result(self) -> Model:
         """The trained model, on the CPU in eval mode, with what was learned in ``meta``."""
-        n_params = sum(p.numel() for p in self.module.parameters())
-        per_param = state_bytes(self.optimizer) / max(1, n_params)
-        self.ctx.log_metric("state_bytes_per_param", per_param, None)
+        meta = self._meta()
+        self.ctx.log_metric("state_bytes_per_param", meta["state_bytes_per_param"], None)
+        return Model(module=self._eval_copy(), recipe=dict(self.model_in.recipe), meta=meta)
+
+    def snapshot(self) -> Model:
+        """`result` as of now, for scoring between segments (PBT's ready points).
+
+        The module is one eval-mode CPU copy kept beside the trainer and refreshed from
+        the live weights at each call, instead of a new deep copy every time; so the
+        returned `Model` is only valid until the next `snapshot` or training step.
+        """
+        if self._snapshot is None:
+            self._snapshot = self._eval_copy()
+        else:
+            with torch.no_grad():
+                live = self.module.state_dict()
+                for key, value in self._snapshot.state_dict().items():
+                    value.copy_(live[key])
+        return Model(module=self._snapshot, recipe=dict(self.model_in.recipe), meta=self._meta())
+
+    def _eval_copy(self) -> torch.nn.Module:
         module = copy.deepcopy(self.module)
         set_dropout_generator(module, None)
-        module = module.to("cpu").eval()
+        return module.to("cpu").eval()
+
+    def _meta(self) -> dict[str, Any]:
+        n_params = sum(p.numel() for p in self.module.parameters())
         meta = {**self.model_in.meta, "optimizer": self.name, "steps": self.steps,
                 "final_loss": self.last_loss, "schedule": self.schedule.model_dump(),
-                "skipped_steps": self.skipped, "state_bytes_per_param": per_param}
+                "skipped_steps": self.skipped,
+                "state_bytes_per_param": state_bytes(self.optimizer) / max(1, n_params)}
         if self.val_curve:
             meta["val_curve"] = self.val_curve
-        return Model(module=module, recipe=dict(self.model_in.recipe), meta=meta)
+        return meta
 
     def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Everything needed to continue this run: ``(tensors, JSON meta)``, all copies."""

@@ -24,6 +24,7 @@ from .node import TRAINABLE_KINDS, _trainer_node, param_fields
 from .policy import badness
 from .population import Member, Population, fold, replay
 from .training import TrainerTrainable, decode, encode
+from .writer import WriteBehind
 
 
 def _quiet(node: Any, device: str, cancel: threading.Event, threads: int) -> Context:
@@ -64,7 +65,7 @@ class NodeTrainable(TrainerTrainable):
 
     def score(self, trainer: Any) -> float:
         started = time.perf_counter()
-        _, objective = self.evaluate(trainer.result())
+        _, objective = self.evaluate(trainer.snapshot())
         with self._timing:
             self.eval_seconds += time.perf_counter() - started
         return objective
@@ -116,8 +117,10 @@ class PopulationSession:
                                          seed=session.node.seed, device=session.device,
                                          threads=session.threads, cancel=session.cancel)
         self.recorder = session.recorder
+        self.writer: WriteBehind | None = None  # while the population trains
         self.checkpoints = StoreCheckpoints(self.recorder, encode, decode,
                                             keep=4 * self.config.population)
+        self.trainable.live = self.config.population  # a parked Trainer per member
         self.params: dict[int, dict[str, Any]] = {}
         self.trained = 0
 
@@ -135,7 +138,12 @@ class PopulationSession:
                                 seed=s.node.seed, parallel=s.config.parallel,
                                 checkpoints=self.checkpoints, on_event=self._on_event)
         started = time.perf_counter()
-        result = population.run(resume=previous)
+        self.writer = self.checkpoints.writer = WriteBehind()
+        try:
+            result = population.run(resume=previous)
+        finally:  # what was decided reaches the store, whatever stopped the population
+            self.writer.close()
+            self.writer = self.checkpoints.writer = None
         wall = time.perf_counter() - started
         trainable = self.trainable
         for key, value in (("steps_trained", result.steps_trained), ("wall_seconds", wall),
@@ -157,13 +165,16 @@ class PopulationSession:
 
     def _on_event(self, event: Any) -> None:
         s = self.session
-        self.recorder.record_population_events(s.run_id, s.node.id, [event])
+        rows = [lambda: self.recorder.record_population_events(s.run_id, s.node.id, [event])]
         if event.event in ("start", "explore"):
             self.params[event.member] = dict(event.new_params)
         if event.event in ("start", "keep", "finish", "explore"):
             score = event.from_score if event.event == "explore" else event.score
-            self._member_row(event.member, self.params.get(event.member, event.new_params),
-                             score, event.event == "finish")
+            params = self.params.get(event.member, event.new_params)
+            finished = event.event == "finish"
+            rows.append(lambda: self._member_row(event.member, params, score, finished))
+        for write in rows:  # behind the training while it runs (see writer.py)
+            self.writer.submit(write) if self.writer is not None else write()
         if event.event in ("keep", "finish"):
             self.trained += 1
             s.emit("node_progress", node_id=s.node.id, step=self.trained,

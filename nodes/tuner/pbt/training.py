@@ -11,11 +11,21 @@ Only hyperparameters that live in the optimizer's param groups can change mid-ru
 (`MUTABLE`); anything else (a model width, a batch size) would need a new model or a
 new data order, so searching it is refused before anything runs (`check_space`).
 The score of a segment is the validation accuracy at its end (the objective PBT ranks).
+
+Between segments the `Trainer` that produced a state is kept ("parked") beside it: a
+member that continues from its own latest state with the same params — most ready
+points keep — goes on with that live `Trainer` instead of building a new one and
+restoring into it. Restore is exact, so both paths give the same bits; parking only
+saves the rebuild (model copy, optimizer construction, state copies). A parked trainer
+is claimed at most once, and only by the identical state object, so a checkpoint that
+two members continue from is restored for the second (tested).
 """
 from __future__ import annotations
 
 import json
 import threading
+import time
+from collections import OrderedDict
 from typing import Any, Mapping
 
 import torch
@@ -72,13 +82,15 @@ class TrainerTrainable:
     ``steps`` is the whole run's length (the Trainer's schedule position depends on it);
     ``fixed`` are optimizer options that are not searched (e.g. betas). Each member
     starts from the same weights, with its own batch order and dropout stream (seeded
-    from ``seed`` and the member number).
+    from ``seed`` and the member number). ``live`` is how many idle trainers are kept
+    parked for the states they produced (see the module docstring; 0 turns it off).
     """
 
     def __init__(self, model: Model, data: Dataset, val: Dataset, loss: Loss, *,
                  optimizer: str = "adam", steps: int, batch_size: int = 64, seed: int = 0,
                  threads: int = 1, device: str = "cpu", fixed: Mapping[str, Any] | None = None,
-                 cancel: threading.Event | None = None, schedule: Any = None) -> None:
+                 cancel: threading.Event | None = None, schedule: Any = None,
+                 live: int = 16) -> None:
         if optimizer not in OPTIMIZERS:
             raise FlowoptError(f"tuner.pbt: unknown optimizer '{optimizer}' "
                                f"(one of: {', '.join(OPTIMIZERS)})")
@@ -90,6 +102,9 @@ class TrainerTrainable:
         self.cancel = cancel or threading.Event()
         self.train_seconds = 0.0  # time inside Trainer.run (the "training steps"), all workers
         self._timing = threading.Lock()
+        self.live = live
+        # id(state) -> (state, params, the Trainer that produced it and may go on from it)
+        self._parked: OrderedDict[int, tuple[Any, dict[str, Any], Trainer]] = OrderedDict()
 
     def _trainer(self, member: int, params: Mapping[str, Any]) -> Trainer:
         cls = getattr(torch.optim, OPTIMIZERS[self.optimizer])
@@ -103,20 +118,38 @@ class TrainerTrainable:
                        name=f"tuner.pbt member {member}", schedule=self.schedule)
 
     def start(self, member: int, params: Mapping[str, Any]) -> Any:
-        return self._trainer(member, params).checkpoint()
+        trainer = self._trainer(member, params)
+        return self._park(trainer.checkpoint(), params, trainer)
 
     def train(self, state: Any, params: Mapping[str, Any], steps: int) -> tuple[Any, float]:
-        import time
-
-        tensors, meta = state
-        # Trainer.restore copies what training updates in place, so a checkpoint that two
-        # members continue from (an exploit) is never changed under the other one.
-        trainer = self._trainer(0, params).restore(tensors, meta)
+        trainer = self._claim(state, params)
+        if trainer is None:
+            # Trainer.restore copies what training updates in place, so a checkpoint that
+            # two members continue from (an exploit) is never changed under the other one.
+            trainer = self._trainer(0, params).restore(*state)
         started = time.perf_counter()
         trainer.run(until=trainer.step + steps)
         with self._timing:
             self.train_seconds += time.perf_counter() - started
-        return trainer.checkpoint(), self.score(trainer)
+        new_state = trainer.checkpoint()  # copies: the trainer may go on without changing it
+        score = self.score(trainer)
+        return self._park(new_state, params, trainer), score
+
+    def _park(self, state: Any, params: Mapping[str, Any], trainer: Trainer) -> Any:
+        if self.live > 0:
+            with self._timing:
+                self._parked[id(state)] = (state, dict(params), trainer)
+                while len(self._parked) > self.live:
+                    self._parked.popitem(last=False)
+        return state
+
+    def _claim(self, state: Any, params: Mapping[str, Any]) -> Trainer | None:
+        """The parked trainer that produced `state` with these `params`, taken (or None)."""
+        with self._timing:
+            entry = self._parked.pop(id(state), None)
+        if entry is None or entry[0] is not state or entry[1] != dict(params):
+            return None
+        return entry[2]
 
     def score(self, trainer: Trainer) -> float:
         """A segment's score: accuracy on `val` (the pipeline node scores with its objective)."""
