@@ -32,7 +32,7 @@ from flowopt.registry import Port
 from flowopt.spec import PARAM_REF
 
 from ..strategy import Strategy, register_tuner
-from .policy import PbtConfig, decision_rng, sample
+from .policy import PbtConfig, initial_params
 
 TRAINABLE_KINDS = {"optimizer.sgd": "sgd", "optimizer.adam": "adam", "optimizer.adamw": "adamw"}
 MUTABLE = {"sgd": ("lr", "momentum", "weight_decay"), "adam": ("lr", "weight_decay"),
@@ -85,9 +85,7 @@ class PopulationBasedTraining(Strategy):
 
     def ask(self, pending: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """The initial params of the next member (the draw `Population` makes for it)."""
-        member = len(self.observations) + len(pending)
-        rng = decision_rng(self.seed, member, 0, stream=1)
-        return {name: sample(self.space[name], rng) for name in sorted(self.space)}
+        return initial_params(self.space, self.seed, len(self.observations) + len(pending))
 
     @staticmethod
     def check_plan(plan: Any, spec: Any, kinds: Mapping[str, Any], configs: Any,

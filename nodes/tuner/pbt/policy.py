@@ -172,3 +172,9 @@ def decision_rng(seed: int, member: int, step: int, stream: int = 0) -> np.rando
     ``stream`` separates uses at the same step (0: decisions, 1: initial params).
     """
     return np.random.default_rng([seed & 0xFFFFFFFF, member, step, stream])
+
+
+def initial_params(space: Mapping[str, Domain], seed: int, member: int) -> dict[str, Any]:
+    """Member `member`'s initial draw from the priors (``stream=1`` of its step-0 generator)."""
+    rng = decision_rng(seed, member, 0, stream=1)
+    return {name: sample(space[name], rng) for name in sorted(space)}

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from flowopt.spec import Domain
 
-from .policy import Mode, PbtConfig, badness, decision_rng, exploit, explore, sample
+from .policy import Mode, PbtConfig, badness, decision_rng, exploit, explore, initial_params
 
 Params = Mapping[str, Any]
 Schedule = tuple[tuple[int, Params], ...]  # (step from which they apply, params)
@@ -200,8 +200,7 @@ class Population:
     def _initial_params(self, member: int) -> dict[str, Any]:
         if self.initial is not None:
             return dict(self.initial[member])
-        rng = decision_rng(self.seed, member, 0, stream=1)
-        return {name: sample(self.space[name], rng) for name in sorted(self.space)}
+        return initial_params(self.space, self.seed, member)
 
     def _next_ready(self, step: int) -> int:
         return min(max(step + self.config.interval, self.config.burn_in), self.steps)
