@@ -146,6 +146,7 @@ def test_a_trainer_is_parked_for_one_state_and_claimed_once(digits_task):
     params = {"lr": 0.01, "weight_decay": 1e-4}
     state = t.start(0, params)
     assert t._claim(state, {"lr": 0.02, "weight_decay": 1e-4}) is None  # other params: restore
+    assert t._claim(state, params) is not None  # ... and the parked one is still there
     state, _ = t.train(state, params, 15)
     copy = (dict(state[0]), dict(state[1]))  # equal, but not the state the trainer made
     assert t._claim(copy, params) is None

@@ -146,9 +146,10 @@ class TrainerTrainable:
     def _claim(self, state: Any, params: Mapping[str, Any]) -> Trainer | None:
         """The parked trainer that produced `state` with these `params`, taken (or None)."""
         with self._timing:
-            entry = self._parked.pop(id(state), None)
-        if entry is None or entry[0] is not state or entry[1] != dict(params):
-            return None
+            entry = self._parked.get(id(state))
+            if entry is None or entry[0] is not state or entry[1] != dict(params):
+                return None  # e.g. an explored copy: the source may still go on with it
+            del self._parked[id(state)]
         return entry[2]
 
     def score(self, trainer: Trainer) -> float:
