@@ -166,3 +166,11 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_run_and_no_event_names_it
     assert "No space left on device" in result.error
     named = {e.checkpoint_id for r, n, e in recorder.population if e.checkpoint_id}
     assert named and named <= set(recorder.checkpoints)  # written behind, but never ahead
+
+
+@pytest.mark.parametrize("parallel, cores, threads", [(1, 2, 1), (2, 2, 1), (1, 16, 15), (4, 16, 3),
+                                                      (8, 4, 1)])
+def test_members_share_all_cores_but_one_left_to_the_controller_and_writer(parallel, cores, threads):
+    from flowopt.tuning.owned import member_threads
+
+    assert member_threads(parallel, cores) == threads

@@ -63,6 +63,18 @@ class TrainingSession:
         return trials[0].run_id if trials else None
 
 
+def member_threads(parallel: int, cores: int | None = None) -> int:
+    """Intra-op threads for each of `parallel` members: the cores less one, shared.
+
+    One core is left to the strategy's own threads (PBT's controller and store writer):
+    with an OpenMP team on every core, each time one of those threads runs, a training
+    op waits at its barrier for the descheduled team member. Measured with PBT on two
+    cores and one member: two threads trained 3x slower than one (benchmarks/RESULTS.md).
+    """
+    cores = default_workers() if cores is None else cores
+    return max(1, (cores - 1) // parallel)
+
+
 class OwnedLoop:
     """Runs one tuner node whose strategy owns training; same interface as `TuningLoop`."""
 
@@ -83,7 +95,7 @@ class OwnedLoop:
             run_id=run_id, node=node, graph=graph, plan=plan, values=values,
             recorder=host.recorder, cancel=host.cancel, emit=host.emit,
             log_metric=lambda k, v, s: host._log_metric(run_id, node.id, k, v, s), config=config,
-            device=host.device, threads=max(1, default_workers() // config.parallel),
+            device=host.device, threads=member_threads(config.parallel),
             use_cache=host.use_cache,
             # no space_key: a member's score came from a schedule, not from fixed params,
             # so another tuner's warm start must not read it as a trial of those params
@@ -97,4 +109,4 @@ class OwnedLoop:
         return values, refs, {"objective": float(values["objective"])}
 
 
-__all__ = ["OwnedLoop", "TrainingSession"]
+__all__ = ["OwnedLoop", "TrainingSession", "member_threads"]
