@@ -169,7 +169,8 @@ def explore(params: Mapping[str, Any], space: Mapping[str, Domain], config: PbtC
 def decision_rng(seed: int, member: int, step: int, stream: int = 0) -> np.random.Generator:
     """The generator for one member's decision at one step (independent of timing).
 
-    ``stream`` separates uses at the same step (0: decisions, 1: initial params).
+    ``stream`` separates uses at the same step (0: decisions, 1: initial params, 2: the
+    extra draws of `baseline.random_search`).
     """
     return np.random.default_rng([seed & 0xFFFFFFFF, member, step, stream])
 

@@ -174,7 +174,10 @@ class PopulationSession:
             finished = event.event == "finish"
             rows.append(lambda: self._member_row(event.member, params, score, finished))
         for write in rows:  # behind the training while it runs (see writer.py)
-            self.writer.submit(write) if self.writer is not None else write()
+            if self.writer is not None:
+                self.writer.submit(write)
+            else:
+                write()
         if event.event in ("keep", "finish"):
             self.trained += 1
             s.emit("node_progress", node_id=s.node.id, step=self.trained,
