@@ -4,7 +4,7 @@ Issue 6. Workload: an MLP(64) on the bundled digits (80/20 split), lr and weight
 searched on log domains, `STEPS` steps per member, ready every `INTERVAL` steps.
 
 ``--part claim`` — claim (b): PBT's best validation accuracy vs random search's on the
-same total training budget, over `SEEDS` seeds, for several configurations (population,
+same total training budget, over `--seeds` seeds (5), for several configurations (population,
 interval, workers). The comparison is paired: random search's first trials are the
 population's initial draws (each trained straight through, with the member's own batch
 order), so the difference is what exploit/explore did with them; random search then gets
