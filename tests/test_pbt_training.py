@@ -103,8 +103,9 @@ def test_a_killed_pbt_run_resumes_in_the_same_run_without_retraining_finished_se
 def test_searching_a_param_training_cannot_change_mid_run_is_refused():
     check_space(["lr", "weight_decay"], "adamw")
     check_space(["momentum"], "sgd")
+    check_space(["lr", "betas"], "adam8bit")
     with pytest.raises(FlowoptError, match="searched param 'hidden' cannot change while a member "
-                                           "trains .* it can change: lr, weight_decay"):
+                                           "trains .* it can change: lr, betas, weight_decay, schedule"):
         check_space(["lr", "hidden"], "adam")
 
 

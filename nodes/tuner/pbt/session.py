@@ -20,10 +20,10 @@ from flowopt.context import Context
 from flowopt.errors import FlowoptError
 from flowopt.tuning.records import TrialInfo
 
-from .node import TRAINABLE_KINDS, _trainer_node, param_fields
+from .node import param_fields
 from .policy import badness
 from .population import Member, Population, fold, replay
-from .training import TrainerTrainable, decode, encode
+from .training import SHARED, TrainerTrainable, decode, encode
 from .writer import WriteBehind
 
 
@@ -43,12 +43,10 @@ class NodeTrainable(TrainerTrainable):
         node = graph.nodes[train_id]
         config = dict(node.config)
         inputs = {port: values[f"{b.node}.{b.port}"] for port, b in node.inputs.items()}
-        fixed = {k: (tuple(v) if k == "betas" else v) for k, v in config.items()
-                 if k not in ("steps", "batch_size", "schedule", "on_nonfinite", "eval_every",
-                              "device")}
+        fixed = {k: v for k, v in config.items() if k not in SHARED}
         resolved = "cpu" if device == "auto" else device
         super().__init__(inputs["model"], inputs["data"], inputs.get("val"), inputs["loss"],
-                         optimizer=TRAINABLE_KINDS[node.kind.name], steps=steps,
+                         optimizer=node.kind.name, steps=steps,
                          batch_size=config["batch_size"], seed=seed, threads=threads,
                          device=resolved, fixed=fixed, cancel=cancel,
                          schedule=_SCHEDULE.validate_python(config["schedule"]))
@@ -89,7 +87,7 @@ def build_trainable(graph: Any, plan: Any, config: Any, values: Mapping[str, Any
                     seed: int, device: str = "auto", threads: int = 1,
                     cancel: threading.Event | None = None) -> NodeTrainable:
     """The `Trainable` of a ``tuner.pbt`` plan; ``config`` is the node's `PbtNodeConfig`."""
-    train_id = _trainer_node(plan, {nid: n.kind for nid, n in graph.nodes.items()})[0]
+    train_id = plan.training[0]
     steps = config.steps or int(graph.nodes[train_id].config["steps"])
     return NodeTrainable(graph, plan, train_id, values, steps=steps, seed=seed, device=device,
                          threads=threads, cancel=cancel or threading.Event())
