@@ -22,7 +22,7 @@ from flowopt.tuning.records import TrialInfo
 
 from .node import param_fields
 from .policy import badness
-from .population import Member, Population, fold, replay
+from .population import Member, Population, fold, replay, settled
 from .training import SHARED, TrainerTrainable, decode, encode
 from .writer import WriteBehind
 
@@ -127,7 +127,7 @@ class PopulationSession:
         previous: list[Any] = []
         earlier = s.resumable()
         if earlier is not None:  # continue a killed run: its decisions become ours
-            previous = self.recorder.population_events(earlier, s.node.id)
+            previous = settled(self.recorder.population_events(earlier, s.node.id))
             self.recorder.record_population_events(s.run_id, s.node.id, previous)
             for member in fold(previous).values():
                 self._member_row(member.member, member.params, member.score, member.finished)
