@@ -204,9 +204,12 @@ def replay(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
     from .app import _guarded, _print_json
 
     def work() -> dict:
-        from flowopt.nodes.tuner.pbt.session import replay_run
+        from flowopt.registry import REGISTRY
+        from flowopt.tuning.kinds import strategy_class
 
-        return replay_run(_open(store), run_id, node)
+        opened = _open(store)
+        REGISTRY.get("tuner.pbt")  # loads the node library, which registers the strategy
+        return strategy_class("tuner.pbt").replay(opened, opened.resolve_run_id(run_id), node)
 
     result = _guarded(work)
     if as_json:
