@@ -47,7 +47,7 @@ from typing import Any, Callable
 import pydantic
 
 from .artifacts import Artifact, Metric
-from .entrypoints import ENTRY_POINT_GROUP, load_entry_points
+from .entrypoints import ENTRY_POINT_GROUP, load_entry_points  # noqa: F401 - ENTRY_POINT_GROUP re-exported
 from .errors import FlowoptError
 
 

@@ -1,9 +1,11 @@
 """Trial records and the recorder protocols a tuner writes through.
 
-Two types, as in Optuna (`Trial` / `FrozenTrial`): the tuning loop keeps a live `Trial`
-per trial in flight — mutable, touched by the loop's thread only — and hands frozen
-`FrozenTrial` snapshots to the recorder, which stores them and returns frozen ones;
-nothing outside the loop ever sees a live trial.
+Two types, as in Optuna (`Trial` / `FrozenTrial`): a loop may keep a live `Trial` for a
+trial in flight whose state changes many times (reports, pauses, promotions) — mutable,
+touched by the loop's thread only — and hands frozen `FrozenTrial` snapshots
+(`Trial.freeze`) to the recorder, which stores them and returns frozen ones; nothing
+outside a loop ever sees a live trial. (The plain ask → run → tell loop, whose trials
+change state only when they start and end, keeps frozen records and replaces them.)
 
 Trial states::
 
