@@ -4,8 +4,10 @@ Writing. Blobs are written by worker threads as soon as a node returns (atomical
 content-addressed); small artifacts (≤ `INLINE_LIMIT` bytes: metrics, JSON) go inline in
 the database instead. Rows are buffered and written in batches (executemany, one
 transaction) every `FLUSH_ROWS` rows or `FLUSH_SECONDS`, and when the run ends — the
-per-node cost of recording is a few list appends, and a single `log_metric` is one
-append (no SQL). A background thread (`liveness.Heartbeat`) flushes every
+per-node cost of recording is a few list appends, and a single `log_metric` is three
+array appends (no SQL; `rows.MetricBuffer` keeps a point in 24 bytes). A row the database
+refuses is dropped alone, with a warning (`rows.write_each`); NaN metrics are stored as
+NULL and read back as NaN (`schema.MetricValue`). A background thread (`liveness.Heartbeat`) flushes every
 `FLUSH_SECONDS` while a run is open and stamps its heartbeat; an ``atexit`` hook flushes
 on a normal exit. A ``kill -9`` loses at most the last second of rows; those nodes are
 simply recomputed on the next run.
@@ -43,6 +45,7 @@ from .lineage import LineageQueries
 from .liveness import FLUSH_SECONDS, Heartbeat, track
 from .location import Location, describe_connection_error, resolve
 from .queries import IN_CHUNK, Queries
+from .rows import ROW_ERRORS, MetricBuffer, clean_text, write_each
 from .schema import Artifact, Edge, Execution, Metric, Param, Run
 from .tuning import TuningStore
 from .population import PopulationStore
@@ -99,6 +102,8 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
         self._flush_lock = threading.Lock()
         self._pending_artifacts: dict[str, dict[str, Any]] = {}
         self._rows: dict[type, list[dict[str, Any]]] = defaultdict(list)
+        self._metrics = MetricBuffer()
+        self.dropped_rows = 0  # rows the database refused (see `rows.write_each`)
         self._row_count = 0
         self._last_flush = time.monotonic()
         self._series_last: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
@@ -222,7 +227,8 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
                 "position": record.position, "kind": record.kind, "kind_version": record.kind_version,
                 "cache_key": record.cache_key, "status": record.status,
                 "config": dict(record.config), "started_at": record.started_at,
-                "ended_at": record.ended_at, "seconds": record.seconds, "error": record.error})
+                "ended_at": record.ended_at, "seconds": record.seconds,
+                "error": clean_text(record.error)})
             for port, ref in record.outputs.items():
                 row = self._pending_artifacts.pop(ref.id, None)
                 if row is not None:
@@ -232,41 +238,42 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
             for port, ref in record.inputs.items():
                 self._rows[Edge].append({"execution_id": record.id, "role": "input",
                                          "port": port, "artifact_id": ref.id})
-            now = utcnow()
+            now = time.time()
             for key, value in record.metrics.items():
                 self._final_keys[record.run_id].add((record.node_id, key))
-                self._rows[Metric].append({"run_id": record.run_id, "node_id": record.node_id,
-                                           "key": key, "step": None, "value": value,
-                                           "logged_at": now})
+                self._metrics.add(record.run_id, record.node_id, key, float(value), None, now)
             self._row_count += 1 + len(record.outputs) + len(record.inputs) + len(record.metrics)
         self._maybe_flush()
 
     def log_metric(self, run_id: str, node_id: str, key: str, value: float,
                    step: int | None) -> None:
         with self._lock:
-            self._rows[Metric].append({"run_id": run_id, "node_id": node_id, "key": key,
-                                       "step": step, "value": value, "logged_at": time.time()})
+            self._metrics.add(run_id, node_id, key, value, step, time.time())
             if step is None:  # a final value already: end_run must not copy one more
                 self._final_keys[run_id].add((node_id, key))
             else:
                 self._series_last[run_id][(node_id, key)] = value
             self._row_count += 1
+            full = self._row_count >= FLUSH_ROWS
+        if full:  # by size as well as by time: a fast logger must not grow the buffer
+            self.flush()
 
     def log_metrics(self, run_id: str, node_id: str,
                     points: Iterable[tuple[str, float, int | None]]) -> None:
         """Many ``(key, value, step)`` points at once (one lock, one timestamp)."""
         now = time.time()
-        rows = [{"run_id": run_id, "node_id": node_id, "key": key, "step": step,
-                 "value": value, "logged_at": now} for key, value, step in points]
         with self._lock:
-            self._rows[Metric].extend(rows)
             last, finals = self._series_last[run_id], self._final_keys[run_id]
-            for row in rows:
-                if row["step"] is None:
-                    finals.add((node_id, row["key"]))
+            for key, value, step in points:
+                self._metrics.add(run_id, node_id, key, value, step, now)
+                if step is None:
+                    finals.add((node_id, key))
                 else:
-                    last[(node_id, row["key"])] = row["value"]
-            self._row_count += len(rows)
+                    last[(node_id, key)] = value
+                self._row_count += 1
+            full = self._row_count >= FLUSH_ROWS
+        if full:
+            self.flush()
 
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
         now = utcnow()
@@ -275,9 +282,9 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
             ported = self._final_keys.pop(run_id, set())
             for (node_id, key), value in finals.items():
                 if (node_id, key) not in ported:
-                    self._rows[Metric].append({"run_id": run_id, "node_id": node_id, "key": key,
-                                               "step": None, "value": value, "logged_at": now})
+                    self._metrics.add(run_id, node_id, key, value, None, now.timestamp())
         self.flush()
+        error = clean_text(error)
         self._write(lambda conn: conn.execute(
             update(Run).where(Run.id == run_id).values(status=status, error=error,
                                                        ended_at=now, heartbeat_at=now)))
@@ -295,28 +302,39 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
         with self._flush_lock:
             with self._lock:
                 batches = [(table, self._rows.pop(table, []))
-                           for table in (Execution, Artifact, Edge, Metric)]
+                           for table in (Execution, Artifact, Edge)]
+                metrics = self._metrics.take()
                 self._row_count = 0
                 self._last_flush = time.monotonic()
-            if not any(rows for _, rows in batches):
+            if not any(rows for _, rows in batches) and not len(metrics):
                 return
 
             def write(conn: Any) -> None:
                 for table, rows in batches:
-                    if table is Metric and rows and conn.dialect.name == "sqlite":
-                        _insert_metric_points(conn, rows)
-                    elif table is Metric and rows:
-                        conn.execute(insert(table), [{**r, "logged_at": _as_datetime(r["logged_at"])}
-                                                     for r in rows])
-                    elif rows:
+                    if rows:
                         conn.execute(insert(table), rows)
+                if len(metrics):
+                    _insert_metric_points(conn, list(metrics.rows()))
+
+            def write_each_row(conn: Any) -> int:
+                dropped = sum(write_each(conn, rows, lambda c, r, t=table: c.execute(insert(t), [r]),
+                                         table.__tablename__) for table, rows in batches)
+                return dropped + write_each(conn, list(metrics.rows()),
+                                            lambda c, r: _insert_metric_points(c, [r]), "metric")
 
             try:
-                self._write(write)
+                try:
+                    self._write(write)
+                except OperationalError:
+                    raise
+                except ROW_ERRORS:  # one bad row: write them one by one, drop only the bad
+                    self.dropped_rows += self._write(write_each_row)
             except BaseException:
                 with self._lock:  # keep the rows for the next flush rather than lose them
                     for table, rows in reversed(batches):
                         self._rows[table][:0] = rows
+                    self._metrics.restore(metrics)
+                    self._row_count += sum(len(rows) for _, rows in batches) + len(metrics)
                 raise
 
     def _write(self, work: Any, attempts: int = 12) -> Any:
@@ -360,26 +378,24 @@ _METRIC_SQL = ("INSERT INTO metrics (run_id, node_id, key, step, value, logged_a
                "VALUES (?, ?, ?, ?, ?, ?)")
 
 
-def _as_datetime(moment: Any) -> datetime:
-    """A metric point's time: `log_metric` keeps ``time.time()`` (a tenth of utcnow's cost)."""
-    return moment if isinstance(moment, datetime) else datetime.fromtimestamp(moment, timezone.utc)
-
-
-def _insert_metric_points(conn: Any, rows: list[dict[str, Any]]) -> None:
-    """Metric points straight to the driver's executemany (SQLite): SQLAlchemy's per-row
-    parameter processing costs about as much as SQLite's insert itself. Times are written
-    exactly as SQLAlchemy writes them there: naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``;
-    points logged within the same second share the formatted date and time."""
+def _insert_metric_points(conn: Any, rows: list[tuple]) -> None:
+    """Metric points ``(run, node, key, step, value, unix time)``. On SQLite straight to
+    the driver's executemany: SQLAlchemy's per-row parameter processing costs about as
+    much as SQLite's insert itself. Times are written exactly as SQLAlchemy writes them
+    there: naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``; points logged within the same second
+    share the formatted date and time. NaN is written as NULL (see `schema.MetricValue`)."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(insert(Metric), [
+            {"run_id": r, "node_id": n, "key": k, "step": s, "value": v,
+             "logged_at": datetime.fromtimestamp(t, timezone.utc)} for r, n, k, s, v, t in rows])
+        return
     second, prefix = -1, ""
     values = []
-    for r in rows:
-        moment = r["logged_at"]
-        if isinstance(moment, datetime):
-            moment = moment.timestamp()
+    for run_id, node_id, key, step, value, moment in rows:
         whole = int(moment)
         if whole != second:
             second, prefix = whole, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole))
-        values.append((r["run_id"], r["node_id"], r["key"], r["step"], r["value"],
+        values.append((run_id, node_id, key, step, None if value != value else value,
                        f"{prefix}.{int((moment - whole) * 1e6):06d}"))
     conn.exec_driver_sql(_METRIC_SQL, values)
 

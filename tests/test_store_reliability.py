@@ -1,0 +1,116 @@
+"""What unlucky input and unlucky timing cannot do to the store (issue 17, data loss):
+non-finite metrics are kept, one bad row never loses the others, error text of any shape
+is storable, the metric buffer stays small and bounded."""
+from __future__ import annotations
+
+import math
+import tracemalloc
+
+import pytest
+
+from flowopt.graph import compile_pipeline
+from flowopt.recording import RunInfo
+from flowopt.scheduler import Scheduler
+from flowopt.spec import PipelineSpec
+from flowopt.store import Store
+
+
+def _graph(value: float):
+    return compile_pipeline(PipelineSpec.model_validate({
+        "pipeline": "nonfinite", "nodes": {
+            "x": {"kind": "toy.number", "with": {"value": value}},
+            "s": {"kind": "toy.add", "in": {"a": "x"}},
+            "y": {"kind": "toy.number", "with": {"value": 2.0}},
+            "t": {"kind": "toy.add", "in": {"a": "y"}}}}))
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_metric_is_stored_as_it_is_and_the_run_keeps_everything(
+        store_location, value):
+    store = Store.open(store_location)
+    result = Scheduler(_graph(value), store).run()
+    assert result.status == "succeeded"
+    run = store.run(result.run_id)
+    assert run.run.status == "succeeded"
+    assert [n.status for n in run.nodes] == ["succeeded"] * 4
+    assert _same(run.run.metrics["s.total"], value)
+    assert run.run.metrics["t.total"] == 2.0  # the good node's rows are all there
+    series = [p.value for p in store.metrics(result.run_id, "s.partial")]
+    assert len(series) == 3 and all(_same(v, value) for v in series)  # value + step is value
+    assert len(run.artifacts) == 4
+
+
+def test_a_nan_objective_leaves_every_trial_recorded(tmp_path):
+    graph = compile_pipeline(PipelineSpec.model_validate({
+        "pipeline": "tn", "params": {"v": 1.0}, "search": {"v": {"choices": [1.0, math.nan, 3.0]}},
+        "nodes": {"x": {"kind": "toy.number", "with": {"value": "${params.v}"}},
+                  "s": {"kind": "toy.add", "in": {"a": "x"}},
+                  "tune": {"kind": "tuner.grid", "in": {"objective": "s.total"},
+                           "with": {"mode": "max", "parallel": 1, "trials": 3}}}}))
+    store = Store.open(tmp_path / "st")
+    result = Scheduler(graph, store).run()
+    runs = store.runs(trials=True)
+    assert len(runs) == 4 and all(r.status == "succeeded" for r in runs)  # tuning run + 3
+    trials = store.run(result.run_id).trials
+    assert sorted(str(t.objective) for t in trials) == ["1.0", "3.0", "nan"] or \
+        sorted(str(t.objective) for t in trials) == ["1.0", "3.0", "None"]
+    assert result.best["objective"] == 3.0
+
+
+def test_one_row_the_database_refuses_does_not_take_the_others_with_it(store_location):
+    store = Store.open(store_location)
+    run_id = store.begin_run(RunInfo(pipeline="p", seed=0, params={}, spec={}))
+    store.log_metric(run_id, "n", "good", 1.0, 0)
+    store.log_metric("no-such-run", "n", "orphan", 2.0, 0)  # violates the foreign key
+    store.log_metric(run_id, "n", "good", 3.0, 1)
+    store.end_run(run_id, "succeeded")
+    assert [p.value for p in store.metrics(run_id, "good")] == [1.0, 3.0]
+    assert store.run(run_id).run.status == "succeeded"
+    assert store.dropped_rows == 1
+
+
+def test_error_text_with_nul_and_lone_surrogates_is_stored(store_location):
+    store = Store.open(store_location)
+    run_id = store.begin_run(RunInfo(pipeline="p", seed=0, params={}, spec={}))
+    store.end_run(run_id, "failed", error="cannot read \x00 file \udcff [/data/x]")
+    error = store.run(run_id).run.error
+    assert "cannot read" in error and "[/data/x]" in error and "\x00" not in error
+
+
+def test_a_fast_logger_is_flushed_by_size_not_only_by_time(tmp_path, monkeypatch):
+    import flowopt.store.store as store_module
+
+    monkeypatch.setattr(store_module, "FLUSH_ROWS", 100)
+    store = Store.open(tmp_path / "s")
+    run_id = store.begin_run(RunInfo(pipeline="p", seed=0, params={}, spec={}))
+    store._last_flush = float("inf")  # the clock never says "flush"
+    for step in range(250):
+        store.log_metric(run_id, "n", "loss", float(step), step)
+    assert store._row_count < 100  # at most one batch is ever waiting
+    other = Store.open(tmp_path / "s", create=False)
+    assert len(other.metrics(run_id, "loss")) >= 200  # already in the database
+    store.end_run(run_id, "succeeded")
+
+
+def test_a_buffered_metric_point_takes_under_100_bytes(tmp_path, monkeypatch):
+    import flowopt.store.store as store_module
+
+    monkeypatch.setattr(store_module, "FLUSH_ROWS", 10 ** 9)
+    store = Store.open(tmp_path / "s")
+    run_id = store.begin_run(RunInfo(pipeline="p", seed=0, params={}, spec={}))
+    store._heartbeat.stop()  # nothing flushes while we measure
+    points = 200_000
+    values = [float(i) * 0.5 for i in range(points)]  # made before measuring: not buffer cost
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for step, value in enumerate(values):
+        store.log_metric(run_id, "train", "loss", value, step)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert (after - before) / points < 100
+    store.end_run(run_id, "succeeded")
+    assert len(store.metrics(run_id, "loss")) == points
