@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import SpecError
 from .yamlfile import LineMap, load_yaml, parse_scalar
 
+NAME_LIMIT = 200  # node ids, param names, the pipeline name: the store's name columns hold 200
 PARAM_REF = re.compile(r"\$\{params\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -68,7 +69,7 @@ class NodeSpec(BaseModel):
 
 class PipelineSpec(BaseModel):
     model_config = _STRICT
-    pipeline: str = Field(min_length=1)
+    pipeline: str = Field(min_length=1, max_length=NAME_LIMIT)
     seed: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Domain] = Field(default_factory=dict)
@@ -122,11 +123,19 @@ def _check_structure(data: Any, lines: LineMap) -> None:
                 raise lines.error(("nodes", node_id),
                                   f"node id '{node_id}' is not an identifier (letters, digits, _; "
                                   "not starting with a digit)")
+            _check_length(lines, ("nodes", node_id), "node id", node_id)
     params = data.get("params")
     if isinstance(params, dict):
         for name in params:
             if not isinstance(name, str) or not name.isidentifier():
                 raise lines.error(("params", name), f"param name '{name}' is not an identifier")
+            _check_length(lines, ("params", name), "param name", name)
+
+
+def _check_length(lines: LineMap, path: tuple, what: str, name: str) -> None:
+    if len(name) > NAME_LIMIT:
+        raise lines.error(path[:-1], f"{what} '{name[:40]}…' is {len(name)} characters long "
+                                     f"(at most {NAME_LIMIT})")
 
 
 def validate_data(data: Any, lines: LineMap) -> PipelineSpec:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 
 from sqlalchemy.exc import OperationalError, StatementError
 
+KEY_LIMIT = 200  # the store's name columns
 MIN_STEP, MAX_STEP = -(2 ** 63), 2 ** 63 - 1
 ROW_ERRORS = (StatementError, ValueError, TypeError, OverflowError)
 log = logging.getLogger("flowopt.store")
@@ -70,6 +71,9 @@ class MetricBuffer:
 
     def add(self, run_id: str, node_id: str, key: str, value: float, step: int | None,
             moment: float) -> None:
+        if len(key) > KEY_LIMIT:
+            raise ValueError(f"metric key '{key[:40]}…' is {len(key)} characters long "
+                             f"(at most {KEY_LIMIT})")
         if step is None:
             self._finals.append((run_id, node_id, key, None, float(value), moment))
             self.count += 1
