@@ -87,8 +87,11 @@ def describe_connection_error(location: Location, exc: BaseException) -> StoreEr
     if url.password:
         reason = reason.replace(str(url.password), "***")
     if url.get_backend_name() == "sqlite":
+        damaged = any(word in reason.lower() for word in ("malformed", "not a database"))
         return StoreError(f"cannot open the store database {url.database}: {reason}",
-                          hint="check that the store directory exists and is writable")
+                          hint="the file is damaged (truncated or overwritten): restore it "
+                               "from a backup; flowopt does not repair or recreate it"
+                          if damaged else "check that the store directory exists and is writable")
     return StoreError(f"cannot connect to the store database at {where} "
                       f"({url.get_backend_name()}, database '{url.database}'): {reason}",
                       hint="check that the server is running and the URL is right")

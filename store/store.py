@@ -89,6 +89,9 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
                 _make_folder(where.database_file.parent)
         else:  # an explicit database URL and artifact root
             where = Location(os.fspath(location), Path(artifact_root), os.fspath(location))
+        database = where.folder / "flowopt.db" if where.folder is not None else where.database_file
+        if database is not None:
+            _refuse_empty_database(database, where.display)
         self.url, self.location = where.url, where.display
         try:
             self.engine: Engine = create_engine(where.url, future=True)
@@ -398,6 +401,26 @@ def _insert_metric_points(conn: Any, rows: list[tuple]) -> None:
         values.append((run_id, node_id, key, step, None if value != value else value,
                        f"{prefix}.{int((moment - whole) * 1e6):06d}"))
     conn.exec_driver_sql(_METRIC_SQL, values)
+
+
+def _refuse_empty_database(database: Path, display: str, wait: float = 1.0) -> None:
+    """A zero-byte database file is not an empty store but a damaged one (a truncation, a
+    copy that failed): opening it would silently start a new store over it. SQLite makes
+    the file a moment before it writes the first page, so a brand-new store another
+    process is creating is given `wait` seconds to grow."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if database.stat().st_size > 0:
+                return
+        except OSError:
+            return  # absent (a new store) or unreadable (reported when it is opened)
+        if time.monotonic() >= deadline:
+            raise StoreError(f"the store database {database} is empty (0 bytes): it is not a "
+                             f"flowopt store, and '{display}' will not be recreated over it",
+                             hint="restore it from a backup, or delete the file to start a new, "
+                                  "empty store")
+        time.sleep(0.05)
 
 
 def _make_folder(folder: Path) -> None:

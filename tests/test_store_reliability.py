@@ -114,3 +114,41 @@ def test_a_buffered_metric_point_takes_under_100_bytes(tmp_path, monkeypatch):
     assert (after - before) / points < 100
     store.end_run(run_id, "succeeded")
     assert len(store.metrics(run_id, "loss")) == points
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from flowopt.cli.app import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize("command", [["runs", "list"], ["store", "gc"], ["store", "check"]])
+def test_a_zero_byte_database_is_refused_not_recreated(tmp_path, command):
+    folder = tmp_path / "store"
+    folder.mkdir()
+    (folder / "flowopt.db").write_bytes(b"")
+    result = _cli(*command, "--store", str(folder))
+    assert result.exit_code == 2, result.output
+    first = result.output.strip().splitlines()[0]
+    assert first.startswith("error: ") and "is empty (0 bytes)" in first
+    assert (folder / "flowopt.db").stat().st_size == 0  # left exactly as it was
+    with pytest.raises(Exception, match="0 bytes"):
+        Store.open(f"sqlite:///{folder / 'flowopt.db'}")
+
+
+def test_a_truncated_database_says_it_is_damaged(tmp_path):
+    from flowopt.errors import StoreError
+
+    store = Store.open(tmp_path / "store")
+    Scheduler(_graph(1.0), store).run()
+    store.close()
+    database = tmp_path / "store" / "flowopt.db"
+    for leftover in ("flowopt.db-wal", "flowopt.db-shm"):
+        (tmp_path / "store" / leftover).unlink(missing_ok=True)
+    database.write_bytes(database.read_bytes()[: database.stat().st_size // 3])
+    with pytest.raises(StoreError) as caught:
+        Store.open(tmp_path / "store", create=False).runs()
+    assert "malformed" in str(caught.value) or "not a database" in str(caught.value)
+    assert "damaged" in caught.value.hint and "backup" in caught.value.hint
