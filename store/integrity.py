@@ -48,6 +48,7 @@ class CheckReport:
 @dataclass
 class GcReport:
     dry_run: bool
+    root: str = ""  # the artifact root scanned (the store's own, see `location`)
     blobs: list[dict[str, Any]] = field(default_factory=list)  # {hash, size}
     kept_young: int = 0
 
@@ -56,7 +57,7 @@ class GcReport:
         return sum(b["size"] for b in self.blobs)
 
     def to_json(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "removed" if not self.dry_run else "would_remove":
+        return {"dry_run": self.dry_run, "root": self.root, "removed" if not self.dry_run else "would_remove":
                 self.blobs, "bytes": self.bytes, "kept_young": self.kept_young}
 
 
@@ -108,7 +109,7 @@ class Integrity:
         with self.engine.connect() as conn:
             referenced = set(conn.execute(select(Artifact.hash).where(Artifact.inline.is_(None))
                                           .distinct()).scalars())
-        report = GcReport(dry_run=dry_run)
+        report = GcReport(dry_run=dry_run, root=str(self.blobs.root))
         now = time.time()
         for digest in self.blobs.digests():
             if digest in referenced:

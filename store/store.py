@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping
 
 from sqlalchemy import create_engine, event, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from flowopt.errors import StoreError
 from flowopt.recording import ArtifactRef, ExecutionRecord, RunInfo, content_hash, new_id, utcnow
@@ -43,10 +43,10 @@ from .blobs import BlobStore
 from .integrity import Integrity
 from .lineage import LineageQueries
 from .liveness import FLUSH_SECONDS, Heartbeat, track
-from .location import Location, describe_connection_error, resolve
+from .location import Location, describe_connection_error, resolve, root_to_record, settle_root
 from .queries import IN_CHUNK, Queries
 from .rows import ROW_ERRORS, MetricBuffer, clean_text, write_each
-from .schema import Artifact, Edge, Execution, Metric, Param, Run
+from .schema import Artifact, Edge, Execution, Metric, Param, Run, StoreInfo
 from .tuning import TuningStore
 from .population import PopulationStore
 
@@ -88,10 +88,10 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
             elif where.database_file is not None and create:
                 _make_folder(where.database_file.parent)
         else:  # an explicit database URL and artifact root
-            where = Location(os.fspath(location), Path(artifact_root), os.fspath(location))
-        database = where.folder / "flowopt.db" if where.folder is not None else where.database_file
-        if database is not None:
-            _refuse_empty_database(database, where.display)
+            where = Location(os.fspath(location), Path(artifact_root), os.fspath(location),
+                             root_named="artifact_root")
+        if where.database is not None:
+            _refuse_empty_database(where.database, where.display)
         self.url, self.location = where.url, where.display
         try:
             self.engine: Engine = create_engine(where.url, future=True)
@@ -100,7 +100,6 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
                              hint="for PostgreSQL: pip install 'flowopt[postgres]'") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        self.blobs = BlobStore(where.artifact_root)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._pending_artifacts: dict[str, dict[str, Any]] = {}
@@ -129,6 +128,31 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
             raise StoreError(f"cannot open the store at '{where.display}': "
                              f"{exc.strerror or exc}",
                              hint="check that the store directory is writable") from None
+        try:
+            self.artifact_root = self._own_root(where)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self.blobs = BlobStore(self.artifact_root)
+
+    def _own_root(self, where: Location) -> Path:
+        """The artifact root recorded in the store (recording the chosen one if none is)."""
+        def read() -> str | None:
+            with self.engine.connect() as conn:
+                return conn.execute(select(StoreInfo.value)
+                                    .where(StoreInfo.key == "artifact_root")).scalar()
+
+        recorded = read()
+        if recorded is None:
+            try:
+                self._write(lambda conn: conn.execute(
+                    insert(StoreInfo).values(key="artifact_root", value=root_to_record(where))))
+            except IntegrityError:
+                pass  # another process recorded it first: theirs stands
+            except OperationalError:
+                return where.artifact_root  # a read-only store: answer queries, record nothing
+            recorded = read()
+        return settle_root(where, recorded)
 
     # -- opening ---------------------------------------------------------------------
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 _console = Console()
@@ -146,6 +147,7 @@ def print_check(report: Any) -> None:
 
 def print_gc(report: Any) -> None:
     verb = "would remove" if report.dry_run else "removed"
+    _console.print(f"artifact root {escape(report.root)}", highlight=False, soft_wrap=True)
     _console.print(f"{verb} {len(report.blobs)} unreferenced blobs ({report.bytes} bytes)"
                    + (f"; kept {report.kept_young} younger than --min-age" if report.kept_young else ""))
     if report.dry_run and report.blobs:
