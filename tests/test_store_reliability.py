@@ -4,6 +4,8 @@ is storable, the metric buffer stays small and bounded."""
 from __future__ import annotations
 
 import math
+import os
+import time
 import tracemalloc
 
 import pytest
@@ -152,3 +154,82 @@ def test_a_truncated_database_says_it_is_damaged(tmp_path):
         Store.open(tmp_path / "store", create=False).runs()
     assert "malformed" in str(caught.value) or "not a database" in str(caught.value)
     assert "damaged" in caught.value.hint and "backup" in caught.value.hint
+
+
+# -- gc and live runs (item 3) -------------------------------------------------------------
+def _start_run_with_unrecorded_blob(store, start: int = 0):
+    """A running run that has written a blob whose artifact row is not in the database yet
+    (the row lands with the next flush, up to a second later)."""
+    run_id = store.begin_run(RunInfo(pipeline="live", seed=0, params={}, spec={}))
+    ref = store.save_outputs("big", {"value": list(range(start, start + 2000))})["value"]
+    return run_id, ref
+
+
+def _finish(store, run_id, ref) -> None:
+    from flowopt.recording import ExecutionRecord
+
+    store.record_execution(ExecutionRecord(run_id=run_id, node_id="big", kind="toy.number",
+                                           kind_version=1, cache_key="c" * 32,
+                                           status="succeeded", config={},
+                                           outputs={"value": ref}))
+    store.end_run(run_id, "succeeded")
+
+
+def test_gc_with_min_age_0_keeps_a_blob_a_running_run_has_not_recorded_yet(store_location):
+    writer = Store.open(store_location)
+    run_id, ref = _start_run_with_unrecorded_blob(writer)
+    writer._heartbeat.stop()
+    # A long run: it started an hour ago and wrote this blob half an hour ago, so neither
+    # --min-age 0 nor "written since gc began" protects it; only its being live does.
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import update
+
+    from flowopt.store.schema import Run
+
+    hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    writer._write(lambda conn: conn.execute(update(Run).where(Run.id == run_id)
+                                            .values(started_at=hour_ago)))
+    half_hour_ago = time.time() - 1800
+    os.utime(writer.blobs.path(ref.hash), (half_hour_ago, half_hour_ago))
+    # another process: it sees a running run and a blob no row references yet
+    report = Store.open(store_location, create=False).gc(dry_run=False, min_age=0)
+    assert report.blobs == [] and report.kept_live == 1
+    assert writer.blobs.exists(ref.hash)
+    _finish(writer, run_id, ref)
+    assert writer.check().ok and writer.load(ref) == list(range(2000))
+
+
+def test_writing_content_that_exists_refreshes_it_so_gc_sees_a_live_blob(store_location):
+    import os
+    import time
+
+    store = Store.open(store_location)
+    garbage = store.save_outputs("old", {"value": list(range(2000))})["value"]  # never recorded
+    store._pending_artifacts.clear()
+    long_ago = time.time() - 7200
+    os.utime(store.blobs.path(garbage.hash), (long_ago, long_ago))
+    run_id, ref = _start_run_with_unrecorded_blob(store)  # the same content, again
+    assert ref.hash == garbage.hash
+    assert store.blobs.path(ref.hash).stat().st_mtime > time.time() - 60
+    _finish(store, run_id, ref)
+    collector = Store.open(store_location, create=False)
+    assert collector.gc(dry_run=False).blobs == []  # default --min-age 1h
+    assert collector.check().ok
+
+
+def test_a_blob_touched_while_gc_deletes_it_is_put_back(tmp_path):
+    import os
+    import time
+
+    from flowopt.store.blobs import BlobStore
+
+    blobs = BlobStore(tmp_path)
+    digest = "ab" * 20
+    blobs.put(digest, b"payload")
+    cutoff = time.time() - 10
+    assert blobs.delete_if_older(digest, cutoff) is None  # touched after the cutoff: kept
+    assert blobs.get(digest) == b"payload" and not list(tmp_path.glob("*/.gc-*"))
+    os.utime(blobs.path(digest), (0, 0))
+    assert blobs.delete_if_older(digest, cutoff) == len(b"payload")
+    assert not blobs.exists(digest)

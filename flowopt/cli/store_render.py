@@ -149,6 +149,7 @@ def print_gc(report: Any) -> None:
     verb = "would remove" if report.dry_run else "removed"
     _console.print(f"artifact root {escape(report.root)}", highlight=False, soft_wrap=True)
     _console.print(f"{verb} {len(report.blobs)} unreferenced blobs ({report.bytes} bytes)"
-                   + (f"; kept {report.kept_young} younger than --min-age" if report.kept_young else ""))
+                   + (f"; kept {report.kept_young} younger than --min-age" if report.kept_young else "")
+                   + (f"; kept {report.kept_live} a running run may use" if report.kept_live else ""))
     if report.dry_run and report.blobs:
         _console.print("dry run: pass --yes to delete them")
