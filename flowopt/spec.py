@@ -178,9 +178,12 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
         if not sep or not key or any(not part for part in key.split(".")):
             raise SpecError(f"malformed override '{item}': expected KEY=VALUE, "
                             "e.g. -s params.lr=0.01", file="<command line>")
-        value = parse_scalar(raw)
         path = key.split(".")
         where = dict(file="<command line>", key=key)
+        try:
+            value = parse_scalar(raw)
+        except SpecError as exc:
+            raise SpecError(exc.detail, **where) from None
         if path[0] == "params":
             if len(path) != 2 or path[1] not in data.get("params", {}):
                 known = ", ".join(data.get("params", {})) or "none"
@@ -225,14 +228,32 @@ def load_spec(path: str | Path, overrides: Iterable[str] = ()) -> LoadedSpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError("pipeline file not found", file=str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read pipeline file: {exc}", file=str(path)) from None
+    text = _read_text(path)
     data, lines = load_yaml(text, file=str(path))
     _check_structure(data, lines)
     apply_overrides(data, overrides)
     return LoadedSpec(spec=validate_data(data, lines), lines=lines, base_dir=path.parent)
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, or one line saying why it is not."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read pipeline file: {exc.strerror or exc}", file=str(path)) from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or (raw[:1] == b"\x00" or raw[1:2] == b"\x00"):
+        raise SpecError("the pipeline file is UTF-16 text; flowopt reads UTF-8",
+                        file=str(path), hint="save it as UTF-8") from None
+    if b"\x00" in raw:
+        line = raw[:raw.index(b"\x00")].count(b"\n") + 1
+        raise SpecError("the pipeline file contains a NUL byte: it is not a text file",
+                        file=str(path), line=line) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise SpecError(f"the pipeline file is not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+                        file=str(path), line=line, hint="save it as UTF-8") from None
 
 
 def param_refs(value: Any) -> set[str]:

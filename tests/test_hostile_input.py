@@ -54,3 +54,87 @@ def test_a_metric_key_longer_than_200_fails_the_node_not_the_run(tmp_path):
     store.log_metric(run_id, "n", "fine", 1.0, 0)
     store.end_run(run_id, "succeeded")
     assert [p.value for p in store.metrics(run_id, "fine")] == [1.0]
+
+
+# -- YAML that would expand without bound, or is not plain text (items 6, 10, 11) -----------
+def _billion_laughs(levels: int = 9) -> str:
+    lines = ["a: &a [" + ", ".join(["lol"] * 9) + "]"]
+    for previous, name in zip("abcdefghijklmnop", "bcdefghijklmnopq"[:levels - 1]):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("x: &a [*a]\n", "refers to itself"),
+    ("x: &a {k: *a}\n", "refers to itself"),
+    (_billion_laughs(), "more than 100,000 values"),
+])
+def test_documents_that_expand_without_bound_are_refused_with_little_memory(
+        text, fragment, tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text, encoding="utf-8")
+    tracemalloc.start()
+    _refused(["validate", str(path)], fragment)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2 ** 20  # measured on the node graph, never expanded
+
+
+@pytest.mark.parametrize("text", [
+    "pipeline: t\nnodes: " + "[" * 950 + "]" * 950 + "\n",  # past Python's recursion limit
+    "pipeline: t\nnodes: " + "{a: " * 300 + "1" + "}" * 300 + "\n",
+])
+def test_nesting_deeper_than_100_levels_is_one_line(text, tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text(text, encoding="utf-8")
+    _refused(["validate", str(path)], "deeper than 100")
+
+
+def test_an_alias_bomb_on_the_command_line_is_refused(write_pipeline):
+    path = write_pipeline(HEAD + "params: {lr: 0.1, name: x}\n"
+                                 "nodes:\n  a: {kind: toy.number, with: {value: '${params.lr}'}}\n")
+    _refused(["validate", str(path), "-s", "params.lr=&a [*a]"], "params.lr", "refers to itself")
+    _refused(["validate", str(path), "-s", "params.name=" + _billion_laughs().replace("\n", ", ")
+              .join("{}")], "params.name")
+
+
+def test_aliases_of_a_reasonable_size_still_work(write_pipeline):
+    path = write_pipeline(HEAD + "params: {lr: &lr 0.1, other: *lr}\n"
+                                 "nodes:\n  a: {kind: toy.number, with: {value: '${params.other}'}}\n")
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("value,tag", [("!!binary aGVsbG8=", "!!binary"), ("!!set {a, b}", "!!set"),
+                                       ("!!timestamp 2026-01-01", "!!timestamp"),
+                                       ("!!omap [a: 1]", "!!omap")])
+def test_tags_that_build_non_plain_values_are_refused_at_validate(value, tag, write_pipeline,
+                                                                  store_dir):
+    path = write_pipeline(HEAD + f"params: {{p: {value}}}\n"
+                                 "nodes:\n  a: {kind: toy.number}\n")
+    for command in (["validate", str(path)], ["run", str(path), "--store", str(store_dir)]):
+        _refused(command, f"{path}:3", f"YAML tag not allowed: {tag}", store=store_dir)
+
+
+def test_an_unquoted_date_is_text(write_pipeline, store_dir):
+    path = write_pipeline(HEAD + "params: {when: 2026-01-01}\nnodes:\n  a: {kind: toy.number}\n")
+    result = CliRunner().invoke(app, ["run", str(path), "--store", str(store_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    from flowopt.store import Store
+
+    assert Store.open(store_dir, create=False).runs()[0].params == {"when": "2026-01-01"}
+
+
+@pytest.mark.parametrize("encode,fragment", [
+    (lambda t: t.encode("utf-16"), "UTF-16"),
+    (lambda t: t.encode("utf-16-le"), "UTF-16"),
+    (lambda t: t.replace("toy.number", "toy.\x00number").encode(), "NUL byte"),
+    (lambda t: t.encode("latin-1").replace(b"t\n", b"\xe9\n", 1), "not UTF-8"),
+])
+def test_a_file_that_is_not_utf8_text_is_one_line(encode, fragment, tmp_path, toy_plugin):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(encode(f"pipeline: t\nplugins: [{toy_plugin}]\n"
+                            "nodes:\n  a: {kind: toy.number}\n"))
+    _refused(["validate", str(path)], fragment)
