@@ -256,6 +256,45 @@ def _read_text(path: Path) -> str:
                         file=str(path), line=line, hint="save it as UTF-8") from None
 
 
+def stored_spec(data: Any, *, source_hash: str | None = None, pipeline: str | Path | None = None,
+                plugins: Iterable[str] | None = None) -> LoadedSpec:
+    """A spec read back from a store, ready to compile without running code the store names.
+
+    A store may come from someone else, and its spec's ``plugins`` are code. They are
+    imported only when the user says where they come from: `pipeline`, the file the run
+    was started from (its content must hash to the run's recorded `source_hash`; its
+    relative plugin paths resolve beside it), or `plugins`, references the user typed
+    (resolved as typed, against the current directory). A stored relative path is never
+    resolved against the current directory on its own.
+    """
+    lines = LineMap(file="<stored spec>")
+    spec = validate_data(data, lines)
+    if plugins is not None:
+        spec = spec.model_copy(update={"plugins": list(plugins)})
+        return LoadedSpec(spec=spec, lines=lines, base_dir=Path.cwd())
+    if pipeline is not None:
+        path = Path(pipeline)
+        from flowopt.recording import content_hash
+
+        if not path.is_file():
+            raise SpecError("pipeline file not found", file=str(path))
+        if source_hash is None:
+            raise SpecError("the run recorded no hash of its pipeline file, so this file cannot "
+                            "be checked against it", file=str(path),
+                            hint="name the plugins to load instead: --plugins REF")
+        if content_hash(path.read_bytes()) != source_hash:
+            raise SpecError("this is not the file the run was started from (its content "
+                            "differs)", file=str(path),
+                            hint="pass the run's own pipeline file, or --plugins REF")
+        return LoadedSpec(spec=spec, lines=lines, base_dir=path.parent)
+    if spec.plugins:
+        raise SpecError("the stored pipeline loads plugins (" + ", ".join(spec.plugins) + "); "
+                        "reading a store never imports code the store names",
+                        hint="pass the pipeline file the run was started from (--pipeline FILE) "
+                             "or the plugins to load (--plugins REF)")
+    return LoadedSpec(spec=spec, lines=lines, base_dir=None)
+
+
 def param_refs(value: Any) -> set[str]:
     """Names of the params that a (nested) config value references."""
     found: set[str] = set()

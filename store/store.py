@@ -184,7 +184,8 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
         run_id = new_id()
         now = utcnow()
         row = {"id": run_id, "pipeline": info.pipeline, "status": "running", "seed": info.seed,
-               "spec": dict(info.spec), "source": info.source, "host": socket.gethostname(),
+               "spec": dict(info.spec), "source": info.source,
+               "source_hash": _file_hash(info.source), "host": socket.gethostname(),
                "pid": os.getpid(), "flowopt_version": __version__, "started_at": now,
                "heartbeat_at": now, **self._run_extras(info)}
         params = [{"run_id": run_id, "key": k, "value": v, "value_num": _numeric(v)}
@@ -425,6 +426,17 @@ def _insert_metric_points(conn: Any, rows: list[tuple]) -> None:
         values.append((run_id, node_id, key, step, None if value != value else value,
                        f"{prefix}.{int((moment - whole) * 1e6):06d}"))
     conn.exec_driver_sql(_METRIC_SQL, values)
+
+
+def _file_hash(path: str | None) -> str | None:
+    """The content hash of the pipeline file a run starts from (``pbt replay --pipeline``
+    checks it is handed the same file); None when there is no such file."""
+    if not path:
+        return None
+    try:
+        return content_hash(Path(path).read_bytes())
+    except OSError:
+        return None
 
 
 def _refuse_empty_database(database: Path, display: str, wait: float = 1.0) -> None:
