@@ -161,6 +161,8 @@ def show(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
     from rich.console import Console
     from rich.table import Table
 
+    from .render import text
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("member", "step", "event", "from", "score", "params"):
         table.add_column(column)
@@ -169,12 +171,13 @@ def show(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
             score = "" if r.score is None else f"{r.score:.4g}"
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in r.params.items())
-            table.add_row(str(member), str(r.step), r.event,
-                          "" if r.from_member is None else str(r.from_member), score, params)
+            table.add_row(text(member), text(r.step), text(r.event),
+                          "" if r.from_member is None else text(r.from_member), score,
+                          text(params))
     console = Console()
     console.print(table)
-    console.print(f"run [cyan]{run}[/] node {node_id}: {len(_members(events))} members, "
-                  f"{sum(e.event == 'exploit' for e in events)} exploits")
+    console.print(f"run [cyan]{text(run)}[/] node {text(node_id)}: {len(_members(events))} "
+                  f"members, {sum(e.event == 'exploit' for e in events)} exploits", highlight=False)
 
 
 @pbt_app.command("plot")
