@@ -16,6 +16,7 @@ File format (DESIGN.md §1)::
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,6 +28,7 @@ from .errors import SpecError
 from .yamlfile import LineMap, load_yaml, parse_scalar
 
 NAME_LIMIT = 200  # node ids, param names, the pipeline name: the store's name columns hold 200
+SEED_RANGE = (-2 ** 31, 2 ** 31 - 1)  # the store's seed column (INTEGER on PostgreSQL)
 PARAM_REF = re.compile(r"\$\{params\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -40,6 +42,15 @@ class Domain(BaseModel):
     log: bool = False
     integer: bool = False
     choices: list[Any] | None = None
+
+    @pydantic.field_validator("low", "high", mode="before")
+    @classmethod
+    def _finite_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("a bound is a number, not true/false")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"a bound must be a finite number, not {value}")
+        return value
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> "Domain":
@@ -75,6 +86,27 @@ class PipelineSpec(BaseModel):
     search: dict[str, Domain] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list)
     nodes: dict[str, NodeSpec]
+
+    @pydantic.field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("the seed is a whole number")
+        if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+            raise ValueError(f"the seed must be from {SEED_RANGE[0]} to {SEED_RANGE[1]}")
+        return value
+
+    @pydantic.field_validator("plugins")
+    @classmethod
+    def _plugins(cls, plugins: list[str]) -> list[str]:
+        for reference in plugins:
+            if reference.endswith(".py") and Path(reference).stem:
+                continue
+            if all(part.isidentifier() for part in reference.split(".")):
+                continue
+            raise ValueError(f"plugin {reference!r} is neither a Python file (path/to/file.py) "
+                             "nor a module name (package.module)")
+        return plugins
 
     def to_data(self) -> dict[str, Any]:
         """The YAML-shaped dict (``in``/``with`` aliases, empty sections dropped)."""
@@ -155,13 +187,35 @@ def validate_data(data: Any, lines: LineMap) -> PipelineSpec:
                 message += " (a node has: kind, in, with)"
         elif first["type"] == "missing":
             message = f"missing required key '{path[-1]}'"
+        elif first["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         raise lines.error(path, message) from None
-    for name in spec.search:
+    for name, domain in spec.search.items():
         if name not in spec.params:
             raise lines.error(("search", name),
                               f"search names '{name}', which is not in params",
                               hint="add it under params: with a starting value")
+        _check_domain_type(name, domain, spec.params[name], lines)
     return spec
+
+
+def _check_domain_type(name: str, domain: Domain, start: Any, lines: LineMap) -> None:
+    """A search domain gives values of its param's type (a param's type is its value's)."""
+    if domain.choices is None:
+        if isinstance(start, bool) or not isinstance(start, (int, float)) and start is not None:
+            raise lines.error(("search", name), f"a low/high range needs a numeric param, but "
+                                                f"params.{name} is {start!r}",
+                              hint="give choices instead")
+        return
+    for index, choice in enumerate(domain.choices):
+        if choice is None:
+            continue
+        try:
+            _coerce_like(start, choice, {})
+        except SpecError:
+            raise lines.error(("search", name, "choices", index),
+                              f"choice {choice!r} does not match the type of params.{name} "
+                              f"({type(start).__name__}, {start!r})") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:

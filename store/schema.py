@@ -39,7 +39,20 @@ class JSONText(TypeDecorator):
         return None if value is None else json.dumps(value, sort_keys=True, allow_nan=True)
 
     def process_result_value(self, value: str | None, dialect: Any) -> Any:
-        return None if value is None else json.loads(value)
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except ValueError:  # a damaged row: show it as such, never break the whole query
+            return Unreadable()
+
+
+class Unreadable(str):
+    """A stored value that cannot be decoded (e.g. a param row holding invalid JSON): it
+    reads as ``<unreadable>`` in its place, so one damaged row never breaks a listing."""
+
+    def __new__(cls) -> "Unreadable":
+        return super().__new__(cls, "<unreadable>")
 
 
 class MetricValue(TypeDecorator):

@@ -17,7 +17,7 @@ def _refused(args: list[str], *fragments: str, store=None) -> str:
     output = result.output
     assert result.exit_code == 2, output
     assert "Traceback" not in output
-    lines = [line for line in output.strip().splitlines() if not line.startswith("hint:")]
+    lines = output.split("\nhint:")[0].strip().splitlines()  # a hint may show the input
     assert len(lines) == 1 and lines[0].startswith("error: "), output
     for fragment in fragments:
         assert fragment in output, output
@@ -138,3 +138,106 @@ def test_a_file_that_is_not_utf8_text_is_one_line(encode, fragment, tmp_path, to
     path.write_bytes(encode(f"pipeline: t\nplugins: [{toy_plugin}]\n"
                             "nodes:\n  a: {kind: toy.number}\n"))
     _refused(["validate", str(path)], fragment)
+
+
+# -- validation gaps (item 10): refused at validate, nothing stored ---------------------------
+@pytest.mark.parametrize("body,fragments", [
+    ("seed: 99999999999999999999999\n", ["key 'seed'", "the seed must be from"]),
+    ("seed: true\n", ["key 'seed'", "whole number"]),
+    ("params: {lr: 0.1}\nsearch: {lr: {low: 0.0, high: .inf}}\n",
+     ["search.lr.high", "finite number"]),
+    ("params: {lr: 0.1}\nsearch: {lr: {low: -.inf, high: 1.0}}\n", ["search.lr.low", "finite"]),
+    ("params: {lr: 0.1}\nsearch: {lr: {low: .nan, high: 1.0}}\n", ["search.lr.low", "finite"]),
+    ("params: {lr: 0.1}\nsearch: {lr: {low: false, high: 1.0}}\n", ["search.lr.low", "not true"]),
+    ("params: {opt: adam}\nsearch: {opt: {choices: [1, 2]}}\n",
+     ["search.opt.choices.0", "does not match the type of params.opt"]),
+    ("params: {width: 3}\nsearch: {width: {choices: [3, 2.5]}}\n", ["search.width.choices.1"]),
+    ("params: {opt: adam}\nsearch: {opt: {low: 1, high: 2}}\n", ["search.opt", "numeric param"]),
+])
+def test_validation_gaps_are_exit_2_with_the_key(body, fragments, write_pipeline, store_dir):
+    path = write_pipeline(HEAD + body + "nodes:\n  a: {kind: toy.number}\n")
+    for command in (["validate", str(path)], ["run", str(path), "--store", str(store_dir)]):
+        _refused(command, *fragments, store=store_dir)
+
+
+def test_a_boolean_is_not_a_number_in_a_node_field(write_pipeline, store_dir):
+    path = write_pipeline(HEAD + "nodes:\n  b: {kind: toy.number}\n"
+                                 "  a: {kind: toy.slow, in: {x: b}, with: {steps: true}}\n")
+    _refused(["run", str(path), "--store", str(store_dir)], "nodes.a.with.steps", "not true/false",
+             store=store_dir)
+    ok = write_pipeline(HEAD + "params: {flag: true}\nsearch: {flag: {choices: [true, false]}}\n"
+                               "nodes:\n  b: {kind: toy.number, with: {value: 2}}\n", "ok.yaml")
+    assert CliRunner().invoke(app, ["validate", str(ok)]).exit_code == 0
+
+
+@pytest.mark.parametrize("plugin", ["/etc/passwd", ".", "..foo", "''", "a..b", "my-nodes"])
+def test_a_plugin_that_is_neither_a_python_file_nor_a_module_is_one_line(plugin, write_pipeline):
+    path = write_pipeline(f"pipeline: t\nplugins: [{plugin}]\nnodes:\n  a: {{kind: toy.number}}\n")
+    _refused(["validate", str(path)], "key 'plugins'", "neither a Python file")
+
+
+# -- raw exceptions in store queries (item 11) -------------------------------------------------
+@pytest.fixture
+def one_run_store(tmp_path):
+    from flowopt.graph import compile_pipeline
+    from flowopt.scheduler import Scheduler
+    from flowopt.spec import PipelineSpec
+    from flowopt.store import Store
+
+    store = Store.open(tmp_path / "s")
+    Scheduler(compile_pipeline(PipelineSpec.model_validate({
+        "pipeline": "one", "params": {"lr": 0.5, "opt": "adam"},
+        "nodes": {"a": {"kind": "toy.number"}, "s": {"kind": "toy.add", "in": {"a": "a"}}}})),
+        store).run()
+    return store, str(tmp_path / "s")
+
+
+@pytest.mark.parametrize("where,fragment", [
+    ("(" * 2000 + "params.lr > 0" + ")" * 2000, "nested parentheses"),
+    ("not " * 2000 + "params.lr > 0", "nested parentheses or 'not'"),
+    (" and ".join(["params.lr > 0"] * 300), "more than 200 comparisons"),
+    (" or ".join(["metrics.s.total > 1"] * 5000), "longer than 10,000"),
+    ("params.lr > 99999999999999999999999", "beyond 64 bits"),
+    ("params.lr in (" + ", ".join(["1"] * 1500) + ")", "more than 1000 values"),
+])
+def test_where_expressions_past_the_parsers_limits_are_one_line(where, fragment, one_run_store):
+    _, location = one_run_store
+    output = _refused(["runs", "list", "--store", location, "--where", where], fragment)
+    assert "RecursionError" not in output and "too large" not in output
+
+
+def test_where_within_the_limits_still_works(one_run_store):
+    _, location = one_run_store
+    where = " and ".join(["params.lr > 0"] * 150) + " and " + "(" * 20 + "params.lr < 1" + ")" * 20
+    result = CliRunner().invoke(app, ["runs", "list", "--store", location, "--where", where,
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    assert len(json.loads(result.stdout)) == 1
+
+
+@pytest.mark.parametrize("since", ["99999999999d", "99999999999999w"])
+def test_since_an_age_beyond_the_calendar_is_one_line(since, one_run_store):
+    _, location = one_run_store
+    _refused(["runs", "list", "--store", location, "--since", since], "cannot read time")
+
+
+def test_one_param_row_with_invalid_json_is_shown_as_unreadable(one_run_store):
+    import json
+
+    from sqlalchemy import text
+
+    store, location = one_run_store
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE params SET value = '{not json' WHERE key = 'opt'"))
+        conn.execute(text("UPDATE params SET value = 'nan?', value_num = 1.0 WHERE key = 'lr'"))
+    for command in (["runs", "list"], ["runs", "show", store.runs()[0].run_id]):
+        result = CliRunner().invoke(app, [*command, "--store", location, "--json"])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        run = data[0] if isinstance(data, list) else data
+        assert run["params"] == {"lr": "<unreadable>", "opt": "<unreadable>"}
+        assert run["metrics"]["s.total"] == 1.0  # the rest of the run reads as before
+        shown = CliRunner().invoke(app, [*command, "--store", location], env={"COLUMNS": "300"})
+        assert shown.exit_code == 0 and "<unreadable>" in shown.output
