@@ -233,3 +233,17 @@ def test_a_blob_touched_while_gc_deletes_it_is_put_back(tmp_path):
     os.utime(blobs.path(digest), (0, 0))
     assert blobs.delete_if_older(digest, cutoff) == len(b"payload")
     assert not blobs.exists(digest)
+
+
+def test_a_node_error_with_a_nul_byte_is_stored_with_the_rest_of_the_run(store_location):
+    store = Store.open(store_location)
+    graph = compile_pipeline(PipelineSpec.model_validate({
+        "pipeline": "nul", "nodes": {
+            "a": {"kind": "toy.number"},
+            "bad": {"kind": "toy.fail", "in": {"x": "a"}, "with": {"message": "bad \x00 byte"}}}}))
+    result = Scheduler(graph, store).run()
+    assert result.status == "failed"
+    detail = store.run(result.run_id)
+    assert detail.run.status == "failed"
+    nodes = {n.id: n for n in detail.nodes}
+    assert nodes["a"].status == "succeeded" and "bad \\x00 byte" in nodes["bad"].error
