@@ -108,6 +108,16 @@ class PipelineSpec(BaseModel):
             raise ValueError(f"the seed must be from {SEED_RANGE[0]} to {SEED_RANGE[1]}")
         return value
 
+    @pydantic.field_validator("nodes", "params")
+    @classmethod
+    def _name_lengths(cls, names: dict[str, Any]) -> dict[str, Any]:
+        # the file front end says which line (`_check_structure`); this holds for any front end
+        for name in names:
+            if len(name) > NAME_LIMIT:
+                raise ValueError(f"name '{name[:40]}…' is {len(name)} characters long "
+                                 f"(at most {NAME_LIMIT})")
+        return names
+
     @pydantic.field_validator("plugins")
     @classmethod
     def _plugins(cls, plugins: list[str]) -> list[str]:

@@ -241,3 +241,14 @@ def test_one_param_row_with_invalid_json_is_shown_as_unreadable(one_run_store):
         assert run["metrics"]["s.total"] == 1.0  # the rest of the run reads as before
         shown = CliRunner().invoke(app, [*command, "--store", location], env={"COLUMNS": "300"})
         assert shown.exit_code == 0 and "<unreadable>" in shown.output
+
+
+def test_names_over_200_characters_are_refused_by_any_front_end():
+    import pydantic
+
+    from flowopt.spec import PipelineSpec
+
+    for data in ({"pipeline": "p", "nodes": {"n" * 201: {"kind": "toy.number"}}},
+                 {"pipeline": "p", "params": {"p" * 201: 1}, "nodes": {"a": {"kind": "toy.number"}}}):
+        with pytest.raises(pydantic.ValidationError, match="at most 200"):
+            PipelineSpec.model_validate(data)
