@@ -2,8 +2,9 @@
 
 Metric points. A node may log far faster than the store flushes, so series points are
 kept columnar — per series ``(run, node, key)`` three typed arrays (step, value, time) —
-at 24 bytes a point instead of a dict's ~460; `Store` flushes when `FLUSH_ROWS` rows are
-buffered as well as every `FLUSH_SECONDS`, so the buffer stays bounded. Final values
+at 24 bytes a point instead of a dict's ~460; `Store` wakes its flusher when `FLUSH_ROWS`
+rows are buffered as well as every `FLUSH_SECONDS`, and a logger that gets `BLOCK_ROWS`
+ahead of it writes the batch itself, so the buffer stays bounded. Final values
 (step NULL, a few per node) keep their order in a plain list: the last one written wins.
 
 Row isolation. A batch is one transaction; if the database refuses it for a reason

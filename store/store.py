@@ -5,11 +5,12 @@ content-addressed); small artifacts (≤ `INLINE_LIMIT` bytes: metrics, JSON) go
 the database instead. Rows are buffered and written in batches (executemany, one
 transaction) every `FLUSH_ROWS` rows or `FLUSH_SECONDS`, and when the run ends — the
 per-node cost of recording is a few list appends, and a single `log_metric` is three
-array appends (no SQL; `rows.MetricBuffer` keeps a point in 24 bytes). A row the database
-refuses is dropped alone, with a warning (`rows.write_each`); NaN metrics are stored as
-NULL and read back as NaN (`schema.MetricValue`). A background thread (`liveness.Heartbeat`) flushes every
-`FLUSH_SECONDS` while a run is open and stamps its heartbeat; an ``atexit`` hook flushes
-on a normal exit. A ``kill -9`` loses at most the last second of rows; those nodes are
+array appends (no SQL; `rows.MetricBuffer` keeps a point in 24 bytes). A row the
+database refuses is dropped alone, with a warning (`rows.write_each`); NaN metrics are
+stored as NULL and read back as NaN (`schema.MetricValue`). A background thread
+(`liveness.Heartbeat`) flushes every `FLUSH_SECONDS` while a run is open (sooner when
+`FLUSH_ROWS` rows wait) and stamps its heartbeat; an ``atexit`` hook flushes on a
+normal exit. A ``kill -9`` loses at most the last second of rows; those nodes are
 simply recomputed on the next run.
 
 Many writers. SQLite runs in WAL mode with a busy timeout, and every write transaction
@@ -51,7 +52,8 @@ from .tuning import TuningStore
 from .population import PopulationStore
 
 INLINE_LIMIT = 4096
-FLUSH_ROWS = 2000
+FLUSH_ROWS = 2000  # buffered rows that wake the flusher early
+BLOCK_ROWS = 8 * FLUSH_ROWS  # buffered rows at which a logger flushes itself (backpressure)
 _IN_CHUNK = IN_CHUNK
 _OPEN: "weakref.WeakSet[Store]" = weakref.WeakSet()
 _RETRYABLE = ("locked", "busy", "deadlock", "could not serialize")
@@ -282,9 +284,9 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
             else:
                 self._series_last[run_id][(node_id, key)] = value
             self._row_count += 1
-            full = self._row_count >= FLUSH_ROWS
-        if full:  # by size as well as by time: a fast logger must not grow the buffer
-            self.flush()
+            waiting = self._row_count
+        if waiting >= FLUSH_ROWS:  # by size as well as by time: a fast logger must not
+            self._flush_full(waiting)  # grow the buffer without bound
 
     def log_metrics(self, run_id: str, node_id: str,
                     points: Iterable[tuple[str, float, int | None]]) -> None:
@@ -299,9 +301,9 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
                 else:
                     last[(node_id, key)] = value
                 self._row_count += 1
-            full = self._row_count >= FLUSH_ROWS
-        if full:
-            self.flush()
+            waiting = self._row_count
+        if waiting >= FLUSH_ROWS:
+            self._flush_full(waiting)
 
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
         now = utcnow()
@@ -317,6 +319,15 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
             update(Run).where(Run.id == run_id).values(status=status, error=error,
                                                        ended_at=now, heartbeat_at=now)))
         self._heartbeat.closed(run_id)
+
+    def _flush_full(self, waiting: int) -> None:
+        """A full buffer: the background flusher writes it without holding up the logger,
+        unless it has fallen `BLOCK_ROWS` behind (or is not running), when the logger
+        writes the batch itself."""
+        if waiting >= BLOCK_ROWS or not self._heartbeat.running:
+            self.flush()
+        else:
+            self._heartbeat.wake()
 
     def _maybe_flush(self) -> None:
         if self._row_count >= FLUSH_ROWS or time.monotonic() - self._last_flush > FLUSH_SECONDS:
