@@ -5,7 +5,7 @@
 and port types, cycles — and raises a `GraphError` naming file:line and key.
 
 Identity is a content hash (tinygrad-style): a node's cache key is the hash of its kind,
-kind version, validated config, derived seed (unless the kind is deterministic), the
+kind version (and, for a plugin's kind, its module's source), validated config, derived seed (unless the kind is deterministic), the
 content of any file a config field names (fields typed `Path`/`FilePath`) and the
 cache keys of the outputs it consumes, computed bottom-up. Nothing about wall-clock time,
 file paths or node ids enters it, so an unchanged node is never recomputed and a changed
@@ -106,6 +106,8 @@ def cache_key(kind: NodeKind, config: Mapping[str, Any], inputs: Mapping[str, st
               seed: int | None) -> str:
     payload = {"kind": kind.name, "version": kind.version, "config": config,
                "inputs": dict(sorted(inputs.items())), "seed": seed}
+    if kind.code is not None:  # a plugin's source (registry docstring, "Code identity")
+        payload["code"] = kind.code
     return hashlib.blake2b(canonical_json(payload), digest_size=16).hexdigest()
 
 

@@ -1,0 +1,79 @@
+"""What a new user trips over (issue 18), checked from the user's side: the CLI in a
+subprocess, or the public Python API."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+FLOWOPT = [sys.executable, "-m", "flowopt"]
+
+
+def flowopt(*args: str, cwd: Path | None = None, columns: int | None = None):
+    env = None
+    if columns is not None:
+        import os
+
+        env = {**os.environ, "COLUMNS": str(columns)}
+    return subprocess.run([*FLOWOPT, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300, env=env)
+
+
+BRANIN_PIPELINE = """\
+pipeline: branin
+params: {x1: 0.0, x2: 0.0}
+search:
+  x1: {low: -5.0, high: 10.0}
+  x2: {low: 0.0, high: 15.0}
+plugins: [branin.py]
+nodes:
+  f: {kind: demo.branin_t, with: {x1: "${params.x1}", x2: "${params.x2}"}}
+  tune:
+    kind: tuner.random
+    in: {objective: f.value}
+    with: {mode: min, trials: 3, parallel: 1}
+"""
+
+BRANIN_PLUGIN = """\
+{imports}import flowopt as fo
+
+
+@fo.node("demo.branin_t", metrics=["value"])
+def branin(x1: float = 0.0, x2: float = 0.0) -> float:
+    return (x2 - 5.1 / 39.48 * x1**2 + 5 / 3.1416 * x1 - 6) ** 2 + 10 * (1 - 1 / 25.13) * math.cos(x1) + 10
+"""
+
+
+# -- 1. a kind's code is part of its identity -----------------------------------------------
+def test_fixing_a_plugin_outside_its_function_reruns_what_it_made(tmp_path):
+    """The README's story: a plugin missing `import math` fails every trial; after adding
+    the import (a line outside the function) the same command succeeds, without --no-cache."""
+    plugin = tmp_path / "branin.py"
+    plugin.write_text(BRANIN_PLUGIN.format(imports=""))
+    pipeline = tmp_path / "branin.yaml"
+    pipeline.write_text(BRANIN_PIPELINE)
+    store = str(tmp_path / "store")
+    broken_keys = json.loads(flowopt("validate", str(pipeline), "--json").stdout)["nodes"]
+    broken = flowopt("run", str(pipeline), "--store", store, "--json")
+    assert broken.returncode == 1
+    assert "math" in json.loads(broken.stdout)["error"]
+
+    plugin.write_text(BRANIN_PLUGIN.format(imports="import math\n\n"))
+    fixed_keys = json.loads(flowopt("validate", str(pipeline), "--json").stdout)["nodes"]
+    assert fixed_keys["f"] != broken_keys["f"] and fixed_keys["tune"] != broken_keys["tune"]
+    fixed = flowopt("run", str(pipeline), "--store", store, "--json")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    report = json.loads(fixed.stdout)
+    assert report["status"] == "succeeded" and report["best"]["objective"] > 0.39
+
+
+def test_a_plugins_cache_key_is_stable_while_its_source_is(tmp_path):
+    plugin = tmp_path / "branin.py"
+    plugin.write_text(BRANIN_PLUGIN.format(imports="import math\n"))
+    pipeline = tmp_path / "branin.yaml"
+    pipeline.write_text(BRANIN_PIPELINE)
+    first = json.loads(flowopt("validate", str(pipeline), "--json").stdout)["nodes"]
+    again = json.loads(flowopt("validate", str(pipeline), "--json").stdout)["nodes"]
+    assert first == again
