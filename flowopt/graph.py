@@ -5,11 +5,18 @@
 and port types, cycles — and raises a `GraphError` naming file:line and key.
 
 Identity is a content hash (tinygrad-style): a node's cache key is the hash of its kind,
-kind version (and, for a plugin's kind, its module's source), validated config, derived seed (unless the kind is deterministic), the
-content of any file a config field names (fields typed `Path`/`FilePath`) and the
-cache keys of the outputs it consumes, computed bottom-up. Nothing about wall-clock time,
-file paths or node ids enters it, so an unchanged node is never recomputed and a changed
-param invalidates exactly the nodes it reaches.
+kind version (and, for a plugin's kind, its module's source), validated config, derived
+seed (unless the kind is deterministic), the content of any file a config field names
+(fields typed `Path`/`FilePath`) and the cache keys of the outputs it consumes, computed
+bottom-up. Nothing about wall-clock time, where the project lives or node ids enters it,
+so an unchanged node is never recomputed and a changed param invalidates exactly the
+nodes it reaches.
+
+Paths. Every path a pipeline file names (``plugins:``, any ``with:`` field typed as a
+path, such as ``data.csv``'s ``path``) is relative to the folder of that file, so a
+pipeline runs the same from any working directory; a pipeline built in Python has no
+file, and its paths are relative to the working directory. The node receives the absolute
+path; the cache key sees the path as written plus the file's content.
 
 Params are first-class nodes of the networkx graph (``params.NAME``, attribute
 ``param=True``), with edges to the nodes whose config references them, so
@@ -18,8 +25,9 @@ Params are first-class nodes of the networkx graph (``params.NAME``, attribute
 from __future__ import annotations
 
 import hashlib
+import typing
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
@@ -121,6 +129,25 @@ def _file_digest(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def _path_fields(kind: NodeKind) -> list[str]:
+    """The ``with:`` fields of `kind` typed as a filesystem path (`Path`, `FilePath`, ...)."""
+    def is_path(annotation: Any) -> bool:
+        if isinstance(annotation, type):
+            return issubclass(annotation, PurePath)
+        return any(is_path(arg) for arg in typing.get_args(annotation))
+
+    return [name for name, info in kind.config.model_fields.items() if is_path(info.annotation)]
+
+
+def _resolve(text: str, base_dir: Path | None) -> Path:
+    """A path from a pipeline: relative to the pipeline file's folder (`base_dir`), or to
+    the working directory for a pipeline built in Python; ``~`` is the home folder."""
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    return path.absolute()
+
+
 def _parse_binding(text: str) -> tuple[str, str | None]:
     node, _, port = str(text).partition(".")
     return node, (port or None)
@@ -132,6 +159,7 @@ class _Compiler:
         self.lines: LineMap = loaded.lines
         self.base_dir = loaded.base_dir
         self.file_digests: dict[str, dict[str, str | None]] = {}
+        self.written_paths: dict[str, dict[str, str]] = {}
 
     def error(self, path: tuple, message: str, hint: str | None = None) -> GraphError:
         return self.lines.error(path, message, hint=hint, cls=GraphError)
@@ -153,7 +181,8 @@ class _Compiler:
             seed = derive_seed(self.spec.seed, nid)
             input_keys = {port: nodes[b.node].output_key(b.port) for port, b in bindings[nid].items()}
             extra = tuners[nid].fingerprint() if nid in tuners else {}
-            key = cache_key(kind, {**configs[nid], **self.fingerprint(nid), **extra}, input_keys,
+            key = cache_key(kind, {**configs[nid], **self.written_paths.get(nid, {}),
+                                   **self.fingerprint(nid), **extra}, input_keys,
                             None if kind.deterministic else seed)
             nodes[nid] = Node(id=nid, kind=kind, config=MappingProxyType(configs[nid]),
                               inputs=MappingProxyType(bindings[nid]),
@@ -215,8 +244,12 @@ class _Compiler:
                     known = ", ".join(self.spec.params) or "none defined"
                     raise self.error(("nodes", nid, "with", field_name),
                                      f"${{params.{name}}} is not defined (params: {known})")
+        values = interpolate(raw, self.spec.params)
+        written = {name: values[name] for name in _path_fields(kind) if isinstance(values.get(name), str)}
+        for name, text in written.items():
+            values[name] = str(_resolve(text, self.base_dir))
         try:
-            model = kind.config.model_validate(interpolate(raw, self.spec.params))
+            model = kind.config.model_validate(values)
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             loc = tuple(first["loc"])
@@ -233,6 +266,10 @@ class _Compiler:
         if files:
             # A file's content, not just its path, decides whether a cached result is valid.
             self.file_digests[nid] = files
+        if written:
+            # The key sees the path as written (plus the content above), not where the
+            # checkout lives: moving the project keeps its cache.
+            self.written_paths[nid] = written
         return config
 
     def bindings(self, nid: str, kinds: dict[str, NodeKind]) -> dict[str, Binding]:

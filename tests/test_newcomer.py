@@ -77,3 +77,76 @@ def test_a_plugins_cache_key_is_stable_while_its_source_is(tmp_path):
     first = json.loads(flowopt("validate", str(pipeline), "--json").stdout)["nodes"]
     again = json.loads(flowopt("validate", str(pipeline), "--json").stdout)["nodes"]
     assert first == again
+
+
+# -- 3. every path in a pipeline file is relative to that file --------------------------------
+CSV_PIPELINE = """\
+pipeline: mine
+plugins: [nodes_here.py]
+nodes:
+  table: {kind: data.csv, with: {path: data/points.csv, target: label}}
+  rows: {kind: demo.rows, in: {dataset: table}}
+"""
+
+ROWS_PLUGIN = """\
+import flowopt as fo
+
+
+@fo.node("demo.rows", metrics=["rows"])
+def rows(dataset: fo.Dataset) -> float:
+    return float(len(dataset))
+"""
+
+
+def _project(folder: Path) -> Path:
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "points.csv").write_text("a,b,label\n1,2,x\n3,4,y\n5,6,x\n")
+    (folder / "nodes_here.py").write_text(ROWS_PLUGIN)
+    pipeline = folder / "csv.yaml"
+    pipeline.write_text(CSV_PIPELINE)
+    return pipeline
+
+
+def test_data_paths_and_plugins_resolve_against_the_pipeline_file_from_any_cwd(tmp_path):
+    pipeline = _project(tmp_path / "mine")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    relative = Path("..") / "mine" / "csv.yaml"
+    checked = flowopt("validate", str(relative), cwd=elsewhere)
+    assert checked.returncode == 0, checked.stderr
+    result = flowopt("run", str(relative), "--store", str(tmp_path / "store"), "--json",
+                     cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["metrics"]["rows.rows"] == 3.0
+    from_home = flowopt("run", "csv.yaml", "--store", str(tmp_path / "store"), "--json",
+                        cwd=pipeline.parent)
+    assert json.loads(from_home.stdout)["nodes"]["table"]["status"] == "cached"
+
+
+def test_a_missing_data_file_names_the_pipeline_line_and_where_it_looked(tmp_path):
+    pipeline = _project(tmp_path / "mine")
+    (tmp_path / "mine" / "data" / "points.csv").unlink()
+    result = flowopt("validate", str(pipeline), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "csv.yaml:4" in result.stderr and "nodes.table.with.path" in result.stderr
+
+
+def test_moving_a_project_keeps_its_cache_keys(tmp_path):
+    first = _project(tmp_path / "one")
+    second = _project(tmp_path / "two" / "deeper")
+    keys = [json.loads(flowopt("validate", str(p), "--json").stdout)["nodes"]
+            for p in (first, second)]
+    assert keys[0] == keys[1]
+
+
+def test_the_python_api_resolves_paths_against_the_working_directory(tmp_path, monkeypatch):
+    import flowopt as fo
+    from flowopt.nodes import data
+
+    _project(tmp_path / "mine")
+    monkeypatch.chdir(tmp_path / "mine")
+    with fo.Pipeline("api-paths") as p:
+        data.csv(path="data/points.csv", target="label", node_id="table")
+    run = p.run(store=str(tmp_path / "store"))
+    assert run.status == "succeeded"
+    assert len(run.value("table")) == 3
