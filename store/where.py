@@ -40,12 +40,13 @@ _TOKEN = re.compile(r"""
 
 
 class WhereError(StoreError):
-    """A malformed filter expression; the hint shows the expression with a caret."""
+    """A malformed filter expression; the hint shows the expression with a caret.
+    `option` names where the text came from (``--where`` or ``--order-by``)."""
 
-    def __init__(self, text: str, position: int, message: str):
-        self.text, self.position = text, position
+    def __init__(self, text: str, position: int, message: str, option: str = "--where"):
+        self.text, self.position, self.option = text, position, option
         caret = " " * position + "^"
-        super().__init__(f"malformed --where at column {position + 1}: {message}",
+        super().__init__(f"malformed {option} at column {position + 1}: {message}",
                          hint=f"\n  {text}\n  {caret}")
 
 

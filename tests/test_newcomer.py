@@ -150,3 +150,97 @@ def test_the_python_api_resolves_paths_against_the_working_directory(tmp_path, m
     run = p.run(store=str(tmp_path / "store"))
     assert run.status == "succeeded"
     assert len(run.value("table")) == 3
+
+
+# -- 5. the README's store query works once other pipelines ran ------------------------------
+QUERY_PLUGIN = """\
+import flowopt as fo
+
+
+@fo.node("demo.acc", metrics=["accuracy"])
+def acc(lr: float = 0.003) -> float:
+    return 1.0 - abs(lr - 0.02)
+
+
+@fo.node("demo.echo", metrics=["accuracy"])
+def echo(value: fo.Metric) -> float:
+    return float(value)
+"""
+
+TUNED = """\
+pipeline: tuned
+params: {lr: 0.003}
+search: {lr: {low: 0.001, high: 0.05, log: true}}
+plugins: [query_nodes.py]
+nodes:
+  score: {kind: demo.acc, with: {lr: "${params.lr}"}}
+  tune: {kind: tuner.random, in: {objective: score.accuracy}, with: {mode: max, trials: 3}}
+  final: {kind: demo.echo, in: {value: tune.objective}}
+"""
+
+TWO_SCORES = """\
+pipeline: two
+params: {lr: 0.003}
+plugins: [query_nodes.py]
+nodes:
+  float_score: {kind: demo.acc, with: {lr: "${params.lr}"}}
+  quant_score: {kind: demo.acc, with: {lr: 0.004}}
+"""
+
+
+def _query_store(tmp_path):
+    (tmp_path / "query_nodes.py").write_text(QUERY_PLUGIN)
+    (tmp_path / "tuned.yaml").write_text(TUNED)
+    (tmp_path / "two.yaml").write_text(TWO_SCORES)
+    store = str(tmp_path / "store")
+    tuned = json.loads(flowopt("run", "tuned.yaml", "--store", store, "--json", cwd=tmp_path).stdout)
+    two = json.loads(flowopt("run", "two.yaml", "--store", store, "--json", cwd=tmp_path).stdout)
+    return store, tuned, two
+
+
+def test_the_readme_query_works_with_a_metric_that_several_pipelines_log(tmp_path):
+    store, tuned, two = _query_store(tmp_path)
+    result = flowopt("runs", "list", "--where", "metrics.accuracy > 0.9 and params.lr < 0.01",
+                     "--order-by", "metrics.accuracy desc", "--store", store, "--json")
+    assert result.returncode == 0, result.stderr
+    assert [r["run_id"] for r in json.loads(result.stdout)] == [tuned["run_id"]]
+    # The run of `two`, where two nodes log accuracy, is left out, and the note says how to
+    # include it.
+    assert "metrics.float_score.accuracy" in result.stderr
+    named = flowopt("runs", "list", "--where", "metrics.float_score.accuracy > 0.9",
+                    "--store", store, "--json")
+    assert [r["run_id"] for r in json.loads(named.stdout)] == [two["run_id"]]
+    narrowed = flowopt("runs", "list", "--pipeline", "tuned", "--where", "metrics.accuracy > 0",
+                       "--store", store)
+    assert narrowed.returncode == 0 and narrowed.stderr == ""
+
+
+def test_an_ambiguous_metric_error_names_the_option_it_came_from(tmp_path):
+    store, _, _ = _query_store(tmp_path)
+    where = flowopt("runs", "list", "--pipeline", "two", "--where", "metrics.accuracy > 0",
+                    "--store", store)
+    assert where.returncode == 2 and where.stderr.startswith("error: malformed --where")
+    order = flowopt("runs", "list", "--pipeline", "two", "--order-by", "metrics.accuracy desc",
+                    "--store", store)
+    assert order.returncode == 2 and order.stderr.startswith("error: malformed --order-by")
+
+
+def test_a_tuned_runs_best_params_are_queryable_as_params_tuner_name(tmp_path):
+    store, tuned, _ = _query_store(tmp_path)
+    best_lr = tuned["best"]["params"]["lr"]
+    listed = json.loads(flowopt("runs", "list", "--pipeline", "tuned", "--store", store,
+                                "--json").stdout)
+    assert listed[0]["params"] == {"lr": 0.003, "tune.lr": best_lr}
+    below = flowopt("runs", "list", "--where", f"params.tune.lr <= {best_lr!r}", "--store", store,
+                    "--json")
+    above = flowopt("runs", "list", "--where", f"params.tune.lr > {best_lr!r}", "--store", store,
+                    "--json")
+    assert len(json.loads(below.stdout)) == 1 and json.loads(above.stdout) == []
+
+
+def test_runs_list_says_when_it_stops_at_its_limit(tmp_path):
+    store, _, _ = _query_store(tmp_path)
+    cut = flowopt("runs", "list", "--limit", "1", "--store", store)
+    assert cut.returncode == 0 and "--limit" in cut.stderr and "more match" in cut.stderr
+    whole = flowopt("runs", "list", "--limit", "2", "--store", store)
+    assert whole.returncode == 0 and whole.stderr == ""
