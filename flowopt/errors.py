@@ -1,6 +1,6 @@
 """One small error hierarchy; each error knows its exit code and renders as one line.
 
-Exit codes (the CLI contract, DESIGN.md §1):
+Exit codes (the CLI contract, docs/cli.md):
     0  success
     1  the pipeline ran and a node failed
     2  invalid input or usage (nothing was executed, nothing written to the store)

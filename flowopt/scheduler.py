@@ -84,7 +84,7 @@ class RunResult:
         return self._recorder.load(result.outputs[port])
 
     def to_json(self) -> dict[str, Any]:
-        """The ``flowopt run --json`` object (DESIGN.md §4)."""
+        """The ``flowopt run --json`` object (docs/cli.md)."""
         return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
                 "store": self.store, "seconds": round(self.seconds, 4),
                 "nodes": {nid: {"status": r.status, "seconds": round(r.seconds, 4),

@@ -244,3 +244,23 @@ def test_runs_list_says_when_it_stops_at_its_limit(tmp_path):
     assert cut.returncode == 0 and "--limit" in cut.stderr and "more match" in cut.stderr
     whole = flowopt("runs", "list", "--limit", "2", "--store", store)
     assert whole.returncode == 0 and whole.stderr == ""
+
+
+# -- 6. the repository stands alone ----------------------------------------------------------
+def test_no_file_in_the_repository_cites_notes_that_are_not_in_it():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    outside = re.compile(r"DESIGN\.md|STYLE\.md|NUMBA\.md|papers\.md|\.\./shared|shared notes",
+                         re.IGNORECASE)
+    cited = []
+    for folder in ("flowopt", "nodes", "store", "docs", "pipelines", "examples", "benchmarks",
+                   "tests"):
+        for path in (root / folder).rglob("*"):
+            if path.suffix in (".py", ".md", ".yaml", ".toml", ".txt") and path != Path(__file__).resolve():
+                text = path.read_text(encoding="utf-8", errors="replace")
+                cited += [f"{path.relative_to(root)}: {m.group()}" for m in outside.finditer(text)]
+    for name in ("README.md", "setup.py", "pyproject.toml"):
+        text = (root / name).read_text(encoding="utf-8")
+        cited += [f"{name}: {m.group()}" for m in outside.finditer(text)]
+    assert cited == []
