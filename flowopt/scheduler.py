@@ -225,7 +225,8 @@ class Scheduler:
                 record(node, "succeeded", outcome, outcome.refs, outcome.metrics)
                 complete(node)
             else:
-                record(node, "failed", outcome)
+                # Stopped by Ctrl-C (or a tuner's cancel) is not a failure of the node.
+                record(node, "interrupted" if outcome.error == "interrupted" else "failed", outcome)
                 if failed is None and outcome.error != "interrupted":
                     failed, failed_trace = node.id, outcome.traceback
 

@@ -264,3 +264,69 @@ def test_no_file_in_the_repository_cites_notes_that_are_not_in_it():
         text = (root / name).read_text(encoding="utf-8")
         cited += [f"{name}: {m.group()}" for m in outside.finditer(text)]
     assert cited == []
+
+
+# -- 6. smaller things -----------------------------------------------------------------------
+def test_an_interrupted_node_shows_as_interrupted_not_failed(tmp_path, toy_plugin):
+    import os
+    import signal
+    import time
+
+    pipeline = tmp_path / "slow.yaml"
+    pipeline.write_text(f"pipeline: slow\nplugins: [{toy_plugin}]\nnodes:\n  a: {{kind: toy.number}}\n"
+                        "  s: {kind: toy.slow, in: {x: a}, with: {steps: 2000, delay: 0.01}}\n")
+    store = tmp_path / "store"
+    proc = subprocess.Popen([*FLOWOPT, "run", str(pipeline), "--store", str(store)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "100"})
+    deadline = time.time() + 60
+    while time.time() < deadline and not (store / "flowopt.db").exists():
+        time.sleep(0.1)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    _, progress = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    slow_line = next(line for line in progress.splitlines() if "toy.slow" in line)
+    assert slow_line.split()[0] == "interrupted"
+    run_id = json.loads(flowopt("runs", "list", "--store", str(store), "--json").stdout)[0]["run_id"]
+    detail = json.loads(flowopt("runs", "show", run_id, "--store", str(store), "--json").stdout)
+    assert {n["id"]: n["status"] for n in detail["nodes"]} == {"a": "succeeded", "s": "interrupted"}
+    table = flowopt("runs", "show", run_id[:6], "--store", str(store)).stdout
+    assert "interrupted" in next(line for line in table.splitlines() if "toy.slow" in line)
+
+
+def test_version_is_the_packages_version():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    declared = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(),
+                         re.MULTILINE).group(1)
+    shown = flowopt("--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"flowopt {declared}"
+
+
+def test_kinds_lists_full_names_with_field_types_and_defaults_at_80_columns():
+    listing = flowopt("kinds", columns=80)
+    assert listing.returncode == 0
+    names = [line.split()[0] for line in listing.stdout.splitlines()
+             if line and not line.startswith(" ")]
+    assert "evaluator.steps_to_target" in names and "optimizer.stable_spam" in names
+    assert not any("…" in name for name in names)
+    assert "lr: float (> 0) = 0.0001" in " ".join(listing.stdout.split())
+
+
+def test_kinds_shows_one_kind_with_ports_fields_defaults_and_docs():
+    shown = flowopt("kinds", "optimizer.lion", columns=80)
+    assert shown.returncode == 0
+    text = shown.stdout
+    for heading in ("inputs", "outputs", "with: fields", "doc"):
+        assert heading in text.splitlines()
+    lr = next(line for line in text.splitlines() if line.strip().startswith("lr "))
+    assert "float (> 0)" in lr and "= 0.0001" in lr
+    assert "Chen et al. 2023" in text
+    data = json.loads(flowopt("kinds", "optimizer.lion", "--json").stdout)
+    assert data["fields"]["lr"] == {"type": "float (> 0)", "required": False, "default": 0.0001}
+    assert data["inputs"]["val"] == "dataset?" and "model" in data["outputs"]
+    assert json.loads(flowopt("kinds", "data.csv", "--json").stdout)["fields"]["path"]["required"]
+    unknown = flowopt("kinds", "optimizer.lio")
+    assert unknown.returncode == 2 and "did you mean 'optimizer.lion'" in unknown.stderr

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from flowopt.events import RunListener
 
 _STYLE = {"pending": "dim", "running": "cyan", "succeeded": "green", "cached": "blue",
-          "failed": "bold red", "skipped": "dim yellow"}
+          "failed": "bold red", "skipped": "dim yellow", "interrupted": "magenta"}
 
 
 class LiveProgress(RunListener):
@@ -18,7 +18,7 @@ class LiveProgress(RunListener):
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
-        self.progress = Progress(TextColumn("{task.fields[status]:<10}"),
+        self.progress = Progress(TextColumn("{task.fields[status]:<11}"),
                                  TextColumn("[bold]{task.description:<16}"),
                                  TextColumn("[dim]{task.fields[kind]:<24}"),
                                  BarColumn(bar_width=24), MofNCompleteColumn(),
