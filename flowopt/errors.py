@@ -48,6 +48,13 @@ class StoreError(FlowoptError):
     """The store cannot be opened or queried as asked."""
 
 
+class NoSuchValue(FlowoptError, KeyError):
+    """`RunResult.value` named a node or port the run does not have; the message lists
+    what exists. A `KeyError` too, so ``except KeyError`` keeps working."""
+
+    __str__ = FlowoptError.__str__
+
+
 class NodeFailed(FlowoptError):
     """A node raised while executing; the run is recorded as failed."""
 

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 from .artifacts import as_metric
 from .context import Context
-from .errors import Interrupted
+from .errors import Interrupted, NoSuchValue
 from .events import Broadcast, RunListener
 from .executors import Executor, SyncExecutor, default_workers
 from .graph import Graph, Node
@@ -73,15 +73,50 @@ class RunResult:
     best: Mapping[str, Any] | None = None  # a tuned run's {node, params, objective}
     _values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
     _recorder: Any = field(default=None, repr=False, compare=False)
+    _graph: Any = field(default=None, repr=False, compare=False)  # to name default outputs
 
     def value(self, node_id: str, port: str | None = None) -> Any:
-        """A node's output value (its default output unless `port` is given)."""
-        result = self.nodes[node_id]
-        port = port or next(iter(result.outputs), None)
+        """A node's output value: its default output unless `port` is given.
+
+        Names read as in a pipeline's ``in:``: ``value("score", "accuracy")`` or
+        ``value("score.accuracy")``; a tuner's best trial's outputs are
+        ``value("tune.train")`` (node ``train``'s default output) or
+        ``value("tune", "train.model")``. A wrong name raises `NoSuchValue` (a
+        `KeyError`) listing the nodes or ports that exist.
+        """
+        node_id, port = self._output_name(node_id, port)
         live = self._values.get(node_id, {}).get(port)
         if live is not None and not isinstance(live, ArtifactRef):
             return live
-        return self._recorder.load(result.outputs[port])
+        return self._recorder.load(self.nodes[node_id].outputs[port])
+
+    def _output_name(self, name: str, port: str | None) -> tuple[str, str]:
+        """``(node id, port)`` for `value` (its docstring), or `NoSuchValue`."""
+        if name not in self.nodes and port is None and "." in name:
+            name, port = name.split(".", 1)
+        if name not in self.nodes:
+            raise NoSuchValue(f"run {self.run_id[:12]} has no node '{name}' "
+                              f"(nodes: {', '.join(self.nodes)})")
+        result = self.nodes[name]
+        ports = list(result.outputs)
+        if not ports:
+            raise NoSuchValue(f"node '{name}' has no outputs in run {self.run_id[:12]} "
+                              f"(status {result.status})")
+        node = self._graph.nodes.get(name) if self._graph is not None else None
+        if port is None:
+            default = node.kind.outputs[0].name if node is not None and node.kind.outputs else None
+            return name, default if default in result.outputs else ports[0]
+        if port in result.outputs:
+            return name, port
+        owned = self._graph.nodes.get(port) if self._graph is not None else None
+        if owned is not None and owned.kind.outputs:  # a tuner's NODE: that node's default output
+            exported = f"{port}.{owned.kind.outputs[0].name}"
+            if exported in result.outputs:
+                return name, exported
+        under = [p for p in ports if p.startswith(port + ".")]
+        if len(under) == 1:
+            return name, under[0]
+        raise NoSuchValue(f"node '{name}' has no output '{port}' (outputs: {', '.join(ports)})")
 
     def to_json(self) -> dict[str, Any]:
         """The ``flowopt run --json`` object (docs/cli.md)."""
@@ -293,4 +328,4 @@ class Scheduler:
                          nodes={nid: results[nid] for nid in graph.nodes}, metrics=metrics,
                          error=error, failed_node=failed,
                          traceback=failed_trace, tuned=bool(graph.tuners), best=best,
-                         _values=values, _recorder=recorder)
+                         _values=values, _recorder=recorder, _graph=self.compiled)

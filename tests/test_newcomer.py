@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 FLOWOPT = [sys.executable, "-m", "flowopt"]
 
 
@@ -330,3 +332,47 @@ def test_kinds_shows_one_kind_with_ports_fields_defaults_and_docs():
     assert json.loads(flowopt("kinds", "data.csv", "--json").stdout)["fields"]["path"]["required"]
     unknown = flowopt("kinds", "optimizer.lio")
     assert unknown.returncode == 2 and "did you mean 'optimizer.lion'" in unknown.stderr
+
+
+@pytest.fixture(scope="module")
+def tuned_run(tmp_path_factory):
+    """One tuned run through the Python API (in this process, so its plugin loads once)."""
+    import flowopt as fo
+
+    tmp_path = tmp_path_factory.mktemp("tuned")
+    (tmp_path / "query_nodes.py").write_text(QUERY_PLUGIN)
+    (tmp_path / "tuned.yaml").write_text(TUNED)
+    pipeline = fo.Pipeline.from_yaml(tmp_path / "tuned.yaml")
+    store = fo.Store(tmp_path / "store")
+    return pipeline.run(store=store), store
+
+
+def test_run_value_takes_the_dotted_names_a_pipeline_uses_and_lists_what_exists(tuned_run):
+    from flowopt.errors import NoSuchValue
+
+    run, _ = tuned_run
+    best = run.best["objective"]
+    assert run.value("tune.score") == best  # node score's default output, best trial
+    assert run.value("tune", "score.accuracy") == best
+    assert run.value("final.accuracy") == run.value("final") == best
+    with pytest.raises(KeyError) as unknown_port:
+        run.value("tune.scor")
+    assert isinstance(unknown_port.value, NoSuchValue)
+    assert "no output 'scor'" in str(unknown_port.value)
+    assert "score.accuracy" in str(unknown_port.value) and "params" in str(unknown_port.value)
+    with pytest.raises(NoSuchValue, match=r"no node 'tuen' \(nodes: .*tune"):
+        run.value("tuen")
+
+
+def test_store_run_outputs_takes_a_run_id_prefix_and_load_returns_the_value(tuned_run):
+    from flowopt.errors import StoreError
+
+    run, store = tuned_run
+    outputs = store.run_outputs(run.run_id[:6])
+    assert outputs == store.run_outputs(run.run_id)
+    assert store.load(outputs["tune"]["score.accuracy"]) == run.best["objective"]
+    assert store.load(outputs["tune"]["params"]) == run.best["params"]
+    with pytest.raises(StoreError, match="no run with id 'zzzz'"):
+        store.run_outputs("zzzz")
+    with pytest.raises(StoreError, match="no run with id"):
+        store.run_outputs("f" * 32)
