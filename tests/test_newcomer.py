@@ -376,3 +376,23 @@ def test_store_run_outputs_takes_a_run_id_prefix_and_load_returns_the_value(tune
         store.run_outputs("zzzz")
     with pytest.raises(StoreError, match="no run with id"):
         store.run_outputs("f" * 32)
+
+
+def test_runs_list_show_and_compare_fit_80_columns_without_cutting_values(tmp_path):
+    store, tuned, two = _query_store(tmp_path)
+    outputs = {
+        "list": flowopt("runs", "list", "--store", store, columns=80),
+        "show": flowopt("runs", "show", tuned["run_id"][:8], "--store", store, columns=80),
+        "compare": flowopt("runs", "compare", tuned["run_id"][:8], two["run_id"][:8],
+                           "--store", store, columns=80),
+    }
+    for name, result in outputs.items():
+        assert result.returncode == 0, (name, result.stderr)
+        assert "…" not in result.stdout, name
+        assert max(len(line) for line in result.stdout.splitlines()) <= 80, name
+    listing = " ".join(outputs["list"].stdout.split())
+    best_lr = tuned["best"]["params"]["lr"]
+    assert f"tune.lr={best_lr:.4g}" in listing and "final.accuracy=" in listing
+    assert tuned["run_id"][:8] in listing and two["run_id"][:8] in listing
+    assert "float_score.accuracy" in outputs["compare"].stdout
+    assert "quant_score.accuracy" in outputs["compare"].stdout
