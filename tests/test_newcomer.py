@@ -396,3 +396,17 @@ def test_runs_list_show_and_compare_fit_80_columns_without_cutting_values(tmp_pa
     assert tuned["run_id"][:8] in listing and two["run_id"][:8] in listing
     assert "float_score.accuracy" in outputs["compare"].stdout
     assert "quant_score.accuracy" in outputs["compare"].stdout
+
+
+def test_graph_png_without_graphviz_says_so_in_one_line_and_exits_2(tmp_path):
+    import os
+
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([*FLOWOPT, "graph", str(root / "pipelines" / "quickstart.yaml"),
+                             "--format", "png", "-o", str(tmp_path / "g.png")],
+                            capture_output=True, text=True, env={**os.environ, "PATH": str(empty)})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "graphviz" in result.stderr
+    assert "--format mermaid|dot" in result.stderr and not (tmp_path / "g.png").exists()
