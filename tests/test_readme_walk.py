@@ -11,6 +11,7 @@ the runs the walk made.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -86,9 +87,13 @@ class Walk:
             command = re.sub(r"\b91c0\b", self.newest("quickstart", skip=1)[:8], command)
         return command
 
-    def run(self, command: str) -> subprocess.CompletedProcess:
+    def run(self, command: str) -> subprocess.CompletedProcess | None:
         command = self.substitute(command)
         words = shlex.split(command)
+        if "--executor" in words and words[words.index("--executor") + 1] == "ray" \
+                and importlib.util.find_spec("ray") is None:
+            self.seconds.append((0.0, 0.0, f"{command}  [skipped: the 'ray' extra is not installed]"))
+            return None
         if words[0] == "flowopt":
             argv = [sys.executable, "-m", "flowopt", *words[1:]]
             if words[1] == "run" and words[2] in FAST:
