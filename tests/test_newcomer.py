@@ -410,3 +410,11 @@ def test_graph_png_without_graphviz_says_so_in_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "graphviz" in result.stderr
     assert "--format mermaid|dot" in result.stderr and not (tmp_path / "g.png").exists()
+
+
+def test_a_query_that_matches_nothing_is_not_an_error_when_its_names_exist(tmp_path):
+    store, _, _ = _query_store(tmp_path)
+    empty = flowopt("runs", "list", "--where", "metrics.accuracy > 2", "--store", store)
+    assert empty.returncode == 0 and "no runs" in empty.stdout
+    typo = flowopt("runs", "list", "--where", "metrics.acuracy > 0.5", "--store", store)
+    assert typo.returncode == 2 and "no run has a metric named 'acuracy'" in typo.stderr
