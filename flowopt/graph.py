@@ -36,6 +36,7 @@ import pydantic
 
 from .artifacts import canonical_json
 from .errors import GraphError, SpecError
+from .identity import code_digest
 from .registry import REGISTRY, NodeKind, Port, load_plugin
 from .spec import LoadedSpec, PipelineSpec, interpolate, param_refs
 from .tuning.kinds import is_tuner
@@ -121,8 +122,9 @@ def cache_key(kind: NodeKind, config: Mapping[str, Any], inputs: Mapping[str, st
               seed: int | None) -> str:
     payload = {"kind": kind.name, "version": kind.version, "config": config,
                "inputs": dict(sorted(inputs.items())), "seed": seed}
-    if kind.code is not None:  # a plugin's source (registry docstring, "Code identity")
-        payload["code"] = kind.code
+    code = code_digest(kind.fn)
+    if code is not None:  # a plugin's module source (flowopt.identity)
+        payload["code"] = code
     return hashlib.blake2b(canonical_json(payload), digest_size=16).hexdigest()
 
 

@@ -21,21 +21,10 @@ small JSON dicts (``task``, ``n_features``, ``n_classes``, ``n_inputs``). It rai
 `ValueError` to refuse a mismatch (a regression loss on a classifier, a calibration set of
 the wrong width); the compiler reports it as a `GraphError` at the node's ``in:`` line.
 Unknown facts never refuse anything: a kind without ``describe`` passes nothing on.
-
-**Code identity.** A kind's code is part of its identity, as a code dependency is in
-DVC: a kind defined outside the installed node packages (a ``plugins:`` file, a module of
-your own, a script) carries the hash of its module's source (`NodeKind.code`), which
-enters its cache keys, so editing a plugin — even a line outside the function, such as a
-missing ``import`` — invalidates exactly the results it made. Kinds shipped by a package
-through the ``flowopt.nodes`` entry-point group are identified by their ``version``
-instead: an installed package's source does not change under a user, and hashing it would
-throw away every cached result on each upgrade, fix of a comment included.
 """
 from __future__ import annotations
 
 import difflib
-import functools
-import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -87,9 +76,6 @@ class NodeKind:
     wants_context: bool
     doc: str
     describe: Callable[[dict[str, Any], dict[str, dict[str, Any]]], dict[str, Any]] | None = None
-    #: hash of the defining module's source for kinds outside the installed node packages
-    #: (module docstring, "Code identity"); None for shipped kinds and source-less modules
-    code: str | None = None
 
     def input(self, name: str) -> Port | None:
         return next((p for p in self.inputs if p.name == name), None)
@@ -167,35 +153,7 @@ def kind_from_function(fn: Callable[..., Any], name: str, *, outputs: dict[str, 
     return NodeKind(name=name, version=version, fn=fn, inputs=tuple(inputs),
                     outputs=tuple(out_ports), config=config, metrics=tuple(metrics),
                     deterministic=deterministic, wants_context=wants_context,
-                    doc=inspect.getdoc(fn) or "", describe=describe, code=code_digest(fn))
-
-
-@functools.lru_cache(maxsize=1)
-def _shipped_packages() -> tuple[str, ...]:
-    """Modules named by the ``flowopt.nodes`` entry points (the installed node packages)."""
-    from importlib.metadata import entry_points
-
-    return tuple(entry.value.split(":")[0].strip() for entry in entry_points(group=ENTRY_POINT_GROUP))
-
-
-def code_digest(fn: Callable[..., Any]) -> str | None:
-    """Hash of the source of the module defining `fn`, unless an installed node package
-    ships it (module docstring, "Code identity"). None when the source cannot be read
-    (an interactive session): such a kind is identified by name and version alone."""
-    module = getattr(fn, "__module__", "") or ""
-    if any(module == p or module.startswith(p + ".") for p in _shipped_packages()):
-        return None
-    try:
-        source = inspect.getsourcefile(fn)
-    except TypeError:
-        return None
-    if not source:
-        return None
-    try:
-        payload = Path(source).read_bytes()
-    except OSError:
-        return None
-    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+                    doc=inspect.getdoc(fn) or "", describe=describe)
 
 
 class Registry:
@@ -298,7 +256,8 @@ def load_plugin(reference: str, base_dir: Path | None = None) -> None:
     """Import a plugin: a module name, or a ``.py`` path (relative to `base_dir`).
 
     A ``.py`` file is executed again when its content changed since it was last loaded in
-    this process, so its kinds (and their code hash) are the file's current ones."""
+    this process, so its kinds (and their code hash, `flowopt.identity`) are the file's
+    current ones."""
     if reference.endswith(".py") or "/" in reference:
         path = Path(reference)
         if not path.is_absolute() and base_dir is not None:

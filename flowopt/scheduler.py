@@ -318,16 +318,9 @@ class Scheduler:
         if interrupted:
             raise KeyboardInterrupt
         best = tuning_best(graph, results, recorder) if graph.tuners else None
-        if graph.tuners and hasattr(recorder, "log_params"):
-            # Each tuner's best params become queryable run params: params.TUNER.NAME.
-            for tid in graph.tuners:
-                tuned = results.get(tid)
-                if tuned is not None and tuned.status in ("succeeded", "cached"):
-                    found = recorder.load(tuned.outputs["params"])
-                    recorder.log_params(run_id, {f"{tid}.{k}": v for k, v in found.items()})
         return RunResult(run_id=run_id, pipeline=graph.name, status=status,
                          store=recorder.location, seconds=time.perf_counter() - start,
                          nodes={nid: results[nid] for nid in graph.nodes}, metrics=metrics,
                          error=error, failed_node=failed,
                          traceback=failed_trace, tuned=bool(graph.tuners), best=best,
-                         _values=values, _recorder=recorder, _graph=self.compiled)
+                         _values=values, _recorder=recorder)
