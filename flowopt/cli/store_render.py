@@ -26,7 +26,7 @@ def _status(text: str) -> str:
 def _value(value: Any) -> str:
     if value is None:
         return "–"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else escape(str(value))
 
 
 WIDE = 120  # below this many columns, listings use short times and cache keys
@@ -45,12 +45,12 @@ def _table(*columns: str, wrap: tuple[str, ...] = ()) -> Table:
 
 
 def _pairs(values: dict[str, Any], shown: int | None = None) -> str:
-    """``k=v, ...`` (escaped); a run's own params before its tuners' (``TUNER.NAME``)."""
+    """``k=v, ...``; a run's own params before its tuners' (``TUNER.NAME``)."""
     items = sorted(values.items(), key=lambda item: "." in item[0])
-    text = ", ".join(f"{k}={_value(v)}" for k, v in items[:shown])
+    pairs = ", ".join(f"{escape(k)}={_value(v)}" for k, v in items[:shown])
     if shown is not None and len(items) > shown:
-        text += f" (+{len(items) - shown} more)"
-    return escape(text)
+        pairs += f" (+{len(items) - shown} more)"
+    return pairs
 
 
 def _ids(ids: Any, shown: int = 3) -> str:
@@ -125,7 +125,7 @@ def print_comparison(comparison: Any) -> None:
         for key, row in values.items():
             differs = comparison.differs(row)
             style = "bold yellow" if differs else "dim"
-            cells = [escape(_value(v)) for v in row]
+            cells = [_value(v) for v in row]
             if title == "metrics" and differs:
                 numbers = [v for v in row if isinstance(v, (int, float))]
                 best = max(numbers) if numbers else None
