@@ -2,16 +2,20 @@
 
 Width. Tables fit the terminal without cutting values into ellipses: names and ids never
 wrap (they are what users copy), long cells (params, metrics, outputs) wrap onto more
-lines, and below `WIDE` columns listings drop the date, seconds and half the cache key. Strings from
-the store are escaped before rich renders them.
+lines, and below `WIDE` columns listings drop the date, seconds and half the cache key.
+
+Everything read from a store — pipeline names, node ids, params, errors, paths — may
+hold ``[...]``, which Rich would read as markup: it goes through `text` (escaped) first,
+so a store from elsewhere can neither crash a listing nor print links or fake styling.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from .render import text
 
 _console = Console()
 _STATUS = {"succeeded": "green", "cached": "blue", "failed": "bold red", "skipped": "yellow",
@@ -19,14 +23,14 @@ _STATUS = {"succeeded": "green", "cached": "blue", "failed": "bold red", "skippe
            "pruned": "yellow"}
 
 
-def _status(text: str) -> str:
-    return f"[{_STATUS.get(text, '')}]{text}[/]"
+def _status(status: str) -> str:
+    return f"[{_STATUS.get(status, '')}]{text(status)}[/]"
 
 
 def _value(value: Any) -> str:
     if value is None:
         return "–"
-    return f"{value:.4g}" if isinstance(value, float) else escape(str(value))
+    return f"{value:.4g}" if isinstance(value, float) else text(str(value))
 
 
 WIDE = 120  # below this many columns, listings use short times and cache keys
@@ -47,7 +51,7 @@ def _table(*columns: str, wrap: tuple[str, ...] = ()) -> Table:
 def _pairs(values: dict[str, Any], shown: int | None = None) -> str:
     """``k=v, ...``; a run's own params before its tuners' (``TUNER.NAME``)."""
     items = sorted(values.items(), key=lambda item: "." in item[0])
-    pairs = ", ".join(f"{escape(k)}={_value(v)}" for k, v in items[:shown])
+    pairs = ", ".join(f"{text(k)}={_value(v)}" for k, v in items[:shown])
     if shown is not None and len(items) > shown:
         pairs += f" (+{len(items) - shown} more)"
     return pairs
@@ -70,7 +74,7 @@ def print_runs(records: Any) -> None:
     for record in records:
         values = _pairs(record.params, SHOWN)
         metrics = _pairs(record.metrics, SHOWN)
-        cells = [record.run_id[:12], escape(record.pipeline),
+        cells = [record.run_id[:12], text(record.pipeline),
                  _status(record.status),
                  record.started_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M")]
         if wide:
@@ -81,31 +85,31 @@ def print_runs(records: Any) -> None:
 
 def print_run_detail(detail: Any) -> None:
     run = detail.run
-    parent = f" · trial of {run.parent_run_id[:12]}" if run.parent_run_id else ""
-    _console.print(f"run [cyan]{run.run_id}[/] · pipeline [bold]{run.pipeline}[/] · "
-                   f"{_status(run.status)} · seed {run.seed}{parent}")
+    parent = f" · trial of {text(run.parent_run_id[:12])}" if run.parent_run_id else ""
+    _console.print(f"run [cyan]{text(run.run_id)}[/] · pipeline [bold]{text(run.pipeline)}[/] · "
+                   f"{_status(run.status)} · seed {text(run.seed)}{parent}", highlight=False)
     if run.error:
-        _console.print(f"[bold red]error:[/] {run.error}", highlight=False)
+        _console.print(f"[bold red]error:[/] {text(run.error)}", highlight=False)
     for title, values in (("params", run.params), ("metrics", run.metrics)):
         if values:
             _console.print(f"[bold]{title}[/]")
             for key, value in values.items():
-                _console.print(f"  {key:<28} {_value(value)}")
+                _console.print(f"  {text(key):<28} {_value(value)}", highlight=False)
     wide = _console.width >= WIDE
     table = _table("node", "kind", "status", "seconds", "cache key", "outputs", wrap=("outputs",))
     for node in detail.nodes:
-        table.add_row(escape(node.id), escape(node.kind), _status(node.status),
+        table.add_row(text(node.id), text(node.kind), _status(node.status),
                       f"{node.seconds:.2f}", node.cache_key[:12 if wide else 8],
                       _ids(node.outputs))
     _console.print(table)
     for node in detail.nodes:
         if node.error:
-            _console.print(f"[red]{escape(node.id)}:[/] {escape(node.error)}", highlight=False)
+            _console.print(f"[red]{text(node.id)}:[/] {text(node.error)}", highlight=False)
     if detail.trials:
         _console.print("[bold]trials[/]")
         trials = _table("node", "#", "status", "objective", "params", "run", wrap=("params",))
         for trial in detail.trials:
-            trials.add_row(escape(trial.node), str(trial.number), _status(trial.status),
+            trials.add_row(text(trial.node), str(trial.number), _status(trial.status),
                            _value(trial.objective), _pairs(dict(trial.params)),
                            (trial.trial_run_id or "")[:12])
         _console.print(trials)
@@ -116,7 +120,7 @@ def print_comparison(comparison: Any) -> None:
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("", overflow="fold", ratio=1)  # keys wrap; values never get cut
     for run in comparison.runs:
-        table.add_column(f"{run.run_id[:8]}\n{escape(run.pipeline)}\n{run.status}",
+        table.add_column(f"{run.run_id[:8]}\n{text(run.pipeline)}\n{run.status}",
                          justify="right", no_wrap=True)
     for title, values in (("params", comparison.params), ("metrics", comparison.metrics)):
         if not values:
@@ -130,7 +134,7 @@ def print_comparison(comparison: Any) -> None:
                 numbers = [v for v in row if isinstance(v, (int, float))]
                 best = max(numbers) if numbers else None
                 cells = [f"[green]{c}[/]" if v == best else c for c, v in zip(cells, row)]
-            table.add_row(f"[{style}]{escape(key)}[/]", *cells)
+            table.add_row(f"[{style}]{text(key)}[/]", *cells)
     _console.print(table)
     different = sum(comparison.differs(v) for v in [*comparison.params.values(),
                                                     *comparison.metrics.values()])
@@ -140,41 +144,42 @@ def print_comparison(comparison: Any) -> None:
 
 def print_lineage(lineage: Any, direction: str) -> None:
     art = lineage.artifact
-    _console.print(f"artifact [cyan]{art.id}[/] · {art.type} · {art.node}.{art.port} · run "
-                   f"{(lineage.run_id or '?')[:12]} · hash {art.hash[:16]}")
+    _console.print(f"artifact [cyan]{text(art.id)}[/] · {text(art.type)} · "
+                   f"{text(art.node)}.{text(art.port)} · run {text((lineage.run_id or '?')[:12])} "
+                   f"· hash {text(art.hash[:16])}", highlight=False)
     if direction in ("upstream", "both"):
         _console.print(f"[bold]upstream[/] ({len(lineage.upstream)} artifacts)")
         table = _table("artifact", "node", "kind", "port", "type", "run", "hash")
         for e in lineage.upstream:
-            table.add_row(e.artifact[:12], e.node, e.kind, e.port or "", e.type or "",
-                          e.run_id[:12], (e.hash or "")[:12])
+            table.add_row(*(text(v) for v in (e.artifact[:12], e.node, e.kind, e.port or "",
+                                               e.type or "", e.run_id[:12], (e.hash or "")[:12])))
         _console.print(table)
         if lineage.sources:
             _console.print("[bold]source files[/]")
             for source in lineage.sources:
-                _console.print(f"  {source.path}  hash {source.hash or 'missing'}  "
-                               f"({source.node}.{source.field}, {_value(source.size)} bytes)")
+                _console.print(f"  {text(source.path)}  hash {text(source.hash or 'missing')}  "
+                               f"({text(source.node)}.{text(source.field)}, "
+                               f"{_value(source.size)} bytes)", highlight=False)
     if direction in ("downstream", "both"):
         _console.print(f"[bold]downstream[/] ({len(lineage.downstream)} uses)")
         table = _table("artifact", "node", "kind", "status", "run", "consumed")
         for e in lineage.downstream:
-            table.add_row((e.artifact or "–")[:12], e.node, e.kind, _status(e.status),
-                          e.run_id[:12], (e.via or "")[:12])
+            table.add_row(text((e.artifact or "–")[:12]), text(e.node), text(e.kind),
+                          _status(e.status), text(e.run_id[:12]), text((e.via or "")[:12]))
         _console.print(table)
 
 
 def print_check(report: Any) -> None:
     _console.print(f"checked {report.artifacts} artifacts ({report.blobs} blobs)")
     for entry in report.missing:
-        _console.print(f"[red]missing[/] blob {entry['hash'][:16]} of artifact "
-                       f"{entry['artifact'][:12]} ({entry['node']} in run {(entry['run_id'] or '?')[:12]})")
+        _console.print(f"[red]missing[/] blob {_entry(entry)}", highlight=False)
     for entry in report.corrupt:
-        _console.print(f"[bold red]corrupt[/] {entry['where']} {entry['hash'][:16]} of artifact "
-                       f"{entry['artifact'][:12]} ({entry['node']} in run {(entry['run_id'] or '?')[:12]})")
+        _console.print(f"[bold red]corrupt[/] {text(entry['where'])} {_entry(entry)}",
+                       highlight=False)
     for leftover in report.leftovers:
-        _console.print(f"[yellow]unfinished write[/] {leftover}")
+        _console.print(f"[yellow]unfinished write[/] {text(leftover)}", highlight=False)
     for action in report.repaired:
-        _console.print(f"repaired: {action}")
+        _console.print(f"repaired: {text(action)}", highlight=False)
     if report.ok:
         _console.print("[green]ok[/]")
     elif not report.repaired:
@@ -182,9 +187,16 @@ def print_check(report: Any) -> None:
                        "that made them run again when next needed")
 
 
+def _entry(entry: dict[str, Any]) -> str:
+    return text(f"{entry['hash'][:16]} of artifact {entry['artifact'][:12]} ({entry['node']} in "
+                f"run {(entry['run_id'] or '?')[:12]})")
+
+
 def print_gc(report: Any) -> None:
     verb = "would remove" if report.dry_run else "removed"
+    _console.print(f"artifact root {text(report.root)}", highlight=False, soft_wrap=True)
     _console.print(f"{verb} {len(report.blobs)} unreferenced blobs ({report.bytes} bytes)"
-                   + (f"; kept {report.kept_young} younger than --min-age" if report.kept_young else ""))
+                   + (f"; kept {report.kept_young} younger than --min-age" if report.kept_young else "")
+                   + (f"; kept {report.kept_live} a running run may use" if report.kept_live else ""))
     if report.dry_run and report.blobs:
         _console.print("dry run: pass --yes to delete them")
