@@ -12,11 +12,8 @@ bottom-up. Nothing about wall-clock time, where the project lives or node ids en
 so an unchanged node is never recomputed and a changed param invalidates exactly the
 nodes it reaches.
 
-Paths. Every path a pipeline file names (``plugins:``, any ``with:`` field typed as a
-path, such as ``data.csv``'s ``path``) is relative to the folder of that file, so a
-pipeline runs the same from any working directory; a pipeline built in Python has no
-file, and its paths are relative to the working directory. The node receives the absolute
-path; the cache key sees the path as written plus the file's content.
+Paths in a pipeline are relative to its file (`flowopt.paths`): the node receives the
+absolute path, the cache key the path as written plus the file's content.
 
 Params are first-class nodes of the networkx graph (``params.NAME``, attribute
 ``param=True``), with edges to the nodes whose config references them, so
@@ -25,9 +22,8 @@ Params are first-class nodes of the networkx graph (``params.NAME``, attribute
 from __future__ import annotations
 
 import hashlib
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
@@ -37,6 +33,7 @@ import pydantic
 from .artifacts import canonical_json
 from .errors import GraphError, SpecError
 from .identity import code_digest
+from .paths import path_fields, resolve
 from .registry import REGISTRY, NodeKind, Port, load_plugin
 from .spec import LoadedSpec, PipelineSpec, interpolate, param_refs
 from .tuning.kinds import is_tuner
@@ -138,25 +135,6 @@ def _file_digest(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def _path_fields(kind: NodeKind) -> list[str]:
-    """The ``with:`` fields of `kind` typed as a filesystem path (`Path`, `FilePath`, ...)."""
-    def is_path(annotation: Any) -> bool:
-        if isinstance(annotation, type):
-            return issubclass(annotation, PurePath)
-        return any(is_path(arg) for arg in typing.get_args(annotation))
-
-    return [name for name, info in kind.config.model_fields.items() if is_path(info.annotation)]
-
-
-def _resolve(text: str, base_dir: Path | None) -> Path:
-    """A path from a pipeline: relative to the pipeline file's folder (`base_dir`), or to
-    the working directory for a pipeline built in Python; ``~`` is the home folder."""
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        path = (base_dir or Path.cwd()) / path
-    return path.absolute()
-
-
 def _parse_binding(text: str) -> tuple[str, str | None]:
     node, _, port = str(text).partition(".")
     return node, (port or None)
@@ -190,8 +168,7 @@ class _Compiler:
             seed = derive_seed(self.spec.seed, nid)
             input_keys = {port: nodes[b.node].output_key(b.port) for port, b in bindings[nid].items()}
             extra = tuners[nid].fingerprint() if nid in tuners else {}
-            key = cache_key(kind, {**configs[nid], **self.written_paths.get(nid, {}),
-                                   **self.fingerprint(nid), **extra}, input_keys,
+            key = cache_key(kind, {**configs[nid], **self.fingerprint(nid), **extra}, input_keys,
                             None if kind.deterministic else seed)
             nodes[nid] = Node(id=nid, kind=kind, config=MappingProxyType(configs[nid]),
                               inputs=MappingProxyType(bindings[nid]),
@@ -227,8 +204,10 @@ class _Compiler:
         return plan_tuners(self.spec, kinds, configs, bindings, dag, self.error)
 
     def fingerprint(self, nid: str) -> dict[str, Any]:
+        """What the key sees beyond the config: the paths as written (in place of the
+        resolved ones, `flowopt.paths`) and the content of the files they name."""
         files = self.file_digests.get(nid)
-        return {"__files__": files} if files else {}
+        return {**self.written_paths.get(nid, {}), **({"__files__": files} if files else {})}
 
     def load_plugins(self) -> None:
         for index, reference in enumerate(self.spec.plugins):
@@ -255,9 +234,10 @@ class _Compiler:
                     raise self.error(("nodes", nid, "with", field_name),
                                      f"${{params.{name}}} is not defined (params: {known})")
         values = interpolate(raw, self.spec.params)
-        written = {name: values[name] for name in _path_fields(kind) if isinstance(values.get(name), str)}
+        written = {name: values[name] for name in path_fields(kind.config)
+                   if isinstance(values.get(name), str)}
         for name, text in written.items():
-            values[name] = str(_resolve(text, self.base_dir))
+            values[name] = str(resolve(text, self.base_dir))
         try:
             model = kind.config.model_validate(values)
         except pydantic.ValidationError as exc:
