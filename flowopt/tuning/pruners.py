@@ -1,0 +1,347 @@
+"""Early stopping policies: which trial trains next, how far, and which ones stop.
+
+A pruner is a pure, deterministic state machine over *events* — no clock, no threads,
+no I/O — so the tuning loop can store every event and a killed run rebuilds the exact
+same state by replaying them (`replay`). The resource is training steps. Events:
+
+* ``add(number)`` — a new trial enters; `first_stop(number)` is the step it trains to;
+* ``issue(number, until)`` — a job was handed out: the trial trains on to step `until`
+  (a promoted or continued trial; a new trial's first job is issued by `add`);
+* ``report(number, step, value)`` — the trial's objective after `step` steps.
+
+After each report the loop asks `next_job()`: ``(number, until)`` to resume a trial, or
+None (start a new trial if the budget allows; when nothing runs either, the search is
+over and every trial still `paused` ends ``pruned``). The loop gives jobs to free
+workers, so the policies are asynchronous by construction: a decision only reads
+reports already made, and a trial is handed out at most once per rung, however many
+trials run at once (tested against a simple reference under random interleavings).
+
+Policies (``mode`` max or min; a NaN objective is the worst value):
+
+* ``asha`` — asynchronous successive halving, promotion-based (Li et al. 2018,
+  "A System for Massively Parallel Hyperparameter Tuning", Algorithm 2). Rungs at
+  ``min_steps · η^k`` below the training steps, and the training steps themselves as
+  the top rung. ``next_job`` scans the rungs from the top down and promotes the first
+  trial among the best ``⌊n_k / η⌋`` of rung k (ties: the lower number) that was not
+  promoted yet. A trial not promoted is *paused*, not killed: its checkpoint is kept
+  and a later promotion resumes it from there.
+* ``hyperband`` — brackets of ASHA (Li et al. 2018, §3.3, asynchronous Hyperband):
+  bracket b starts trials at ``min_steps · η^b``; trials go to brackets in a fixed
+  cycle with each bracket's share of Hyperband's trial counts
+  ``n_b = ⌈(B / (s+1)) · η^s⌉`` (``s`` = the bracket's promotions, ``B`` = brackets),
+  so a trial's bracket is a function of its number (no state to lose). Promotions are
+  decided within a bracket only.
+* ``median`` — Optuna's ``MedianPruner``: a trial reports every ``min_steps`` steps; at
+  a report step t ≥ ``warmup_steps``, once ``startup_trials`` trials completed, it is
+  pruned if its best value so far is worse than the median of the values the
+  completed trials reported at t (no completed value at t: it goes on). A pruned trial
+  ends for good; others continue at once.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Iterable, Literal, Union
+
+import pydantic
+from pydantic import Field
+
+
+# -- config (the ``pruner:`` mapping of a sampling tuner's ``with:``) ---------------------
+class _Base(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    min_steps: Annotated[int, Field(ge=1)]
+
+
+class AshaConfig(_Base):
+    """``min_steps`` (the first rung), ``reduction_factor`` η (3, as in the paper and Ray)."""
+
+    name: Literal["asha"]
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+
+
+class HyperbandConfig(_Base):
+    """As ``asha``; the brackets start at ``min_steps · η^b``."""
+
+    name: Literal["hyperband"]
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+
+
+class MedianConfig(_Base):
+    """``min_steps`` (steps between reports), ``startup_trials`` (5) and
+    ``warmup_steps`` (0), Optuna's defaults."""
+
+    name: Literal["median"]
+    startup_trials: Annotated[int, Field(ge=0)] = 5
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+
+
+PrunerConfig = Annotated[Union[AshaConfig, HyperbandConfig, MedianConfig],
+                         Field(discriminator="name")]
+NAMES = ("median", "asha", "hyperband")
+
+
+def check_steps(config: Any, steps: int) -> str | None:
+    """Why `config` cannot prune a training of `steps` steps (None: it can)."""
+    if config.min_steps >= steps:
+        return (f"pruner min_steps ({config.min_steps}) must be below the training steps "
+                f"({steps})")
+    return None
+
+
+# -- the policies ---------------------------------------------------------------------------
+def _key(value: float, mode: str) -> float:
+    """Sort key, smaller is better; NaN last."""
+    if value is None or math.isnan(value):
+        return math.inf
+    return -value if mode == "max" else value
+
+
+def rungs(min_steps: int, eta: int, steps: int) -> tuple[int, ...]:
+    """``min_steps · η^k`` below `steps`, then `steps`."""
+    points, step = [], min_steps
+    while step < steps:
+        points.append(step)
+        step *= eta
+    return (*points, steps)
+
+
+@dataclass
+class _Bracket:
+    """One successive-halving ladder: rung steps, reports and promotions per rung."""
+
+    steps: tuple[int, ...]
+    eta: int
+    scores: list[dict[int, float]] = field(default_factory=list)
+    promoted: list[set[int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.scores = [{} for _ in self.steps]
+        self.promoted = [set() for _ in self.steps]
+
+    def candidate(self, mode: str) -> tuple[int, int] | None:
+        """(trial, rung it is promoted to), scanning from the top rung down."""
+        for k in range(len(self.steps) - 2, -1, -1):
+            scores = self.scores[k]
+            quota = len(scores) // self.eta
+            if quota == 0:
+                continue
+            best = sorted(scores, key=lambda n: (_key(scores[n], mode), n))[:quota]
+            for number in best:
+                if number not in self.promoted[k]:
+                    return number, k + 1
+        return None
+
+
+class Pruner:
+    """The event interface every policy has (see the module docstring)."""
+
+    name = ""
+
+    def __init__(self, config: Any, *, steps: int, mode: str):
+        self.config, self.steps, self.mode = config, steps, mode
+        self.running: dict[int, int] = {}  # trial -> the step its current job trains to
+        self.reached: dict[int, int] = {}  # trial -> last reported step
+        self.values: dict[int, dict[int, float]] = {}  # trial -> step -> value
+        self.pruned: set[int] = set()  # ended for good (median)
+        self.completed: set[int] = set()  # reached the training steps
+        self.events: list[tuple] = []
+
+    # -- events (each appended to `events`, which `replay` feeds back) -------------
+    def add(self, number: int) -> int:
+        self.events.append(("add", number))
+        self._add(number)
+        until = self.first_stop(number)
+        self.running[number] = until
+        return until
+
+    def issue(self, number: int, until: int) -> None:
+        self.events.append(("issue", number, until))
+        self._issue(number, until)
+        self.running[number] = until
+
+    def report(self, number: int, step: int, value: float) -> None:
+        self.events.append(("report", number, step, value))
+        self.running.pop(number, None)
+        self.reached[number] = step
+        self.values.setdefault(number, {})[step] = value
+        if step >= self.steps:
+            self.completed.add(number)
+        self._report(number, step, value)
+
+    # -- questions ------------------------------------------------------------------
+    def paused(self) -> list[int]:
+        """Trials that stopped short of the training steps and may still resume."""
+        return sorted(n for n in self.reached if n not in self.running
+                      and n not in self.completed and n not in self.pruned)
+
+    def rung(self, number: int) -> int | None:
+        """The index of the last rung `number` reported at (None before its first)."""
+        raise NotImplementedError
+
+    def first_stop(self, number: int) -> int:
+        raise NotImplementedError
+
+    def next_job(self) -> tuple[int, int] | None:
+        raise NotImplementedError
+
+    def _add(self, number: int) -> None:
+        pass
+
+    def _issue(self, number: int, until: int) -> None:
+        pass
+
+    def _report(self, number: int, step: int, value: float) -> None:
+        pass
+
+
+class Asha(Pruner):
+    """Promotion-based ASHA; `Hyperband` is several of its brackets."""
+
+    name = "asha"
+
+    def __init__(self, config: Any, *, steps: int, mode: str):
+        super().__init__(config, steps=steps, mode=mode)
+        self.brackets = [_Bracket(rungs(m, config.reduction_factor, steps), config.reduction_factor)
+                         for m in self._bracket_starts()]
+        self.bracket_of: dict[int, int] = {}
+
+    def _bracket_starts(self) -> list[int]:
+        return [self.config.min_steps]
+
+    def bracket(self, number: int) -> int:
+        return 0
+
+    def first_stop(self, number: int) -> int:
+        return self.brackets[self.bracket(number)].steps[0]
+
+    def _add(self, number: int) -> None:
+        self.bracket_of[number] = self.bracket(number)
+
+    def _issue(self, number: int, until: int) -> None:
+        b = self.brackets[self.bracket_of[number]]
+        b.promoted[b.steps.index(until) - 1].add(number)
+
+    def _report(self, number: int, step: int, value: float) -> None:
+        b = self.brackets[self.bracket_of[number]]
+        b.scores[b.steps.index(step)][number] = value
+
+    def rung(self, number: int) -> int | None:
+        step = self.reached.get(number)
+        if step is None:
+            return None
+        return self.brackets[self.bracket_of[number]].steps.index(step)
+
+    def next_job(self) -> tuple[int, int] | None:
+        found: list[tuple[int, int, int]] = []
+        for index, b in enumerate(self.brackets):
+            job = b.candidate(self.mode)
+            if job is not None:
+                found.append((-job[1], index, job[0]))
+        if not found:
+            return None
+        rung, index, number = min(found)  # the highest rung first, then the bracket order
+        return number, self.brackets[index].steps[-rung]
+
+
+class Hyperband(Asha):
+    """Brackets of ASHA (module docstring)."""
+
+    name = "hyperband"
+
+    def _bracket_starts(self) -> list[int]:
+        eta, start, starts = self.config.reduction_factor, self.config.min_steps, []
+        while start < self.steps:
+            starts.append(start)
+            start *= eta
+        return starts
+
+    def _cycle(self) -> list[int]:
+        count = len(self.brackets)
+        cycle: list[int] = []
+        for b, bracket in enumerate(self.brackets):
+            s = len(bracket.steps) - 1  # promotions in this bracket
+            cycle.extend([b] * math.ceil(count / (s + 1) * self.config.reduction_factor ** s))
+        return cycle
+
+    def bracket(self, number: int) -> int:
+        cycle = getattr(self, "_cycle_cache", None)
+        if cycle is None:
+            cycle = self._cycle_cache = self._cycle()
+        return cycle[number % len(cycle)]
+
+
+class Median(Pruner):
+    """Optuna's MedianPruner semantics over reports every ``min_steps`` steps."""
+
+    name = "median"
+
+    def __init__(self, config: Any, *, steps: int, mode: str):
+        super().__init__(config, steps=steps, mode=mode)
+        self.queue: list[tuple[int, int]] = []  # continuations, in report order
+
+    def points(self) -> tuple[int, ...]:
+        m = self.config.min_steps
+        return (*range(m, self.steps, m), self.steps)
+
+    def first_stop(self, number: int) -> int:
+        return self.points()[0]
+
+    def rung(self, number: int) -> int | None:
+        step = self.reached.get(number)
+        return None if step is None else self.points().index(step)
+
+    def _issue(self, number: int, until: int) -> None:
+        self.queue = [job for job in self.queue if job[0] != number]
+
+    def _report(self, number: int, step: int, value: float) -> None:
+        if step >= self.steps:
+            return
+        if self.should_prune(number, step):
+            self.pruned.add(number)
+            return
+        points = self.points()
+        self.queue.append((number, points[points.index(step) + 1]))
+
+    def should_prune(self, number: int, step: int) -> bool:
+        config = self.config
+        if len(self.completed) < max(1, config.startup_trials) or step < config.warmup_steps:
+            return False
+        own = list(self.values[number].values())
+        best = min(own, key=lambda v: _key(v, self.mode))
+        if best is None or math.isnan(best):
+            return True
+        others = [self.values[n][step] for n in self.completed
+                  if step in self.values[n] and not math.isnan(self.values[n][step])]
+        if not others:
+            return False
+        median = statistics.median(others)
+        return best < median if self.mode == "max" else best > median
+
+    def next_job(self) -> tuple[int, int] | None:
+        return self.queue[0] if self.queue else None
+
+
+POLICIES: dict[str, type[Pruner]] = {"asha": Asha, "hyperband": Hyperband, "median": Median}
+
+
+def make_pruner(config: Any, *, steps: int, mode: str) -> Pruner:
+    return POLICIES[config.name](config, steps=steps, mode=mode)
+
+
+def replay(pruner: Pruner, events: Iterable[tuple]) -> Pruner:
+    """Feed stored events back (a resumed run); returns `pruner` in the state they made."""
+    for event in events:
+        kind, *args = event
+        getattr(pruner, kind)(*args)
+    return pruner
+
+
+def config_json(config: Any) -> dict[str, Any]:
+    return config.model_dump()
+
+
+__all__ = ["AshaConfig", "Asha", "Hyperband", "HyperbandConfig", "Median", "MedianConfig",
+           "NAMES", "POLICIES", "Pruner", "PrunerConfig", "check_steps", "make_pruner",
+           "replay", "rungs"]
