@@ -106,6 +106,7 @@ class MemoryRecorder:
         self.trials: dict[tuple[str, str, int], Any] = {}  # (run, node, number) -> TrialInfo
         self.population: list[tuple[str, str, Any]] = []  # (run, node, event), in order
         self.checkpoints: dict[str, bytes] = {}
+        self.pruner: list[tuple[str, str, dict[str, Any]]] = []  # (run, node, event), in order
 
     def begin_run(self, info: RunInfo) -> str:
         run_id = new_id()
@@ -195,3 +196,13 @@ class MemoryRecorder:
 
     def load_checkpoint(self, checkpoint_id: str) -> bytes:
         return self.checkpoints[checkpoint_id]
+
+    # -- pruners (flowopt.tuning.records.PrunerRecorder) ------------------------------
+    def record_pruner_events(self, run_id: str, node_id: str,
+                             events: Iterable[Mapping[str, Any]]) -> None:
+        with self._lock:
+            self.pruner.extend((run_id, node_id, dict(e)) for e in events)
+
+    def pruner_events(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(e) for r, n, e in self.pruner if r == run_id and n == node_id]

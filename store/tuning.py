@@ -21,7 +21,7 @@ from sqlalchemy import insert, select, update
 from flowopt.recording import ArtifactRef
 
 from .liveness import HOST, STALE_SECONDS, pid_alive
-from .schema import Artifact, Edge, Execution, Run, Trial
+from .schema import Artifact, Edge, Execution, PrunerEvent, Run, Trial
 
 
 def _trial_info(row: Any) -> Any:
@@ -32,7 +32,8 @@ def _trial_info(row: Any) -> Any:
                      trial_run_id=row["trial_run_id"], objective=row["objective"],
                      started_at=row["started_at"], ended_at=row["ended_at"],
                      seconds=row["seconds"] or 0.0, error=row["error"],
-                     attributes=row["attributes"] or {})
+                     attributes=row["attributes"] or {}, steps=row.get("steps") or 0,
+                     rung=row.get("rung"))
 
 
 def _alive(status: str, host: str | None, pid: int | None, beat: datetime | None) -> bool:
@@ -56,7 +57,8 @@ class TuningStore:
                   "objective": trial.objective, "status": trial.status,
                   "started_at": trial.started_at, "ended_at": trial.ended_at,
                   "seconds": trial.seconds, "error": trial.error,
-                  "attributes": dict(trial.attributes)}
+                  "attributes": dict(trial.attributes),
+                  "steps": int(getattr(trial, "steps", 0) or 0), "rung": getattr(trial, "rung", None)}
 
         def write(conn: Any) -> None:
             changed = conn.execute(update(Trial).where(
@@ -102,6 +104,25 @@ class TuningStore:
         rows = [r for r in self._tuning_rows(pipeline, exclude_run)
                 if (r["attributes"] or {}).get("space_key") == space_key]
         return one_per_child(_trial_info(r) for r in rows)
+
+    def record_pruner_events(self, run_id: str, node_id: str, events: Any) -> None:
+        """Append a tuner's pruner events at once (`flowopt.tuning.records.PrunerRecorder`)."""
+        now = datetime.now(timezone.utc)
+        rows = [{"run_id": run_id, "node_id": node_id, "event": e["event"],
+                 "number": e["number"], "step": e.get("step"), "value": e.get("value"),
+                 "checkpoint_id": e.get("checkpoint_id"), "logged_at": now} for e in events]
+        if rows:
+            self._write(lambda conn: conn.execute(insert(PrunerEvent), rows))  # type: ignore[attr-defined]
+
+    def pruner_events(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        """A tuner's pruner events in a run, in the order they were recorded."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(PrunerEvent.event, PrunerEvent.number, PrunerEvent.step,
+                       PrunerEvent.value, PrunerEvent.checkpoint_id)
+                .where(PrunerEvent.run_id == run_id, PrunerEvent.node_id == node_id)
+                .order_by(PrunerEvent.id)).mappings()
+            return [dict(row) for row in rows]
 
     def run_outputs(self, run_id: str) -> dict[str, dict[str, ArtifactRef]]:
         """``node_id -> {port: ref}`` of a run's succeeded or cached executions."""

@@ -56,6 +56,16 @@ class TunerConfig(pydantic.BaseModel):
     parallel: Annotated[int, Field(ge=1)] = 1
     max_failures: Annotated[int, Field(ge=0)] | None = None
     warm_start: bool = False
+    #: early stopping (`flowopt.tuning.pruners`): None, or ``{name: median|asha|hyperband,
+    #: min_steps, ...}``; checked against the owned training at compile time (`pausable`)
+    pruner: Any = None
+
+    @pydantic.field_validator("pruner", mode="before")
+    @classmethod
+    def _pruner(cls, value: Any) -> Any:
+        from .pruners import parse
+
+        return parse(value)
 
 
 class TrainingTunerConfig(pydantic.BaseModel):

@@ -7,7 +7,8 @@ same state by replaying them (`replay`). The resource is training steps. Events:
 * ``add(number)`` — a new trial enters; `first_stop(number)` is the step it trains to;
 * ``issue(number, until)`` — a job was handed out: the trial trains on to step `until`
   (a promoted or continued trial; a new trial's first job is issued by `add`);
-* ``report(number, step, value)`` — the trial's objective after `step` steps.
+* ``report(number, step, value)`` — the trial's objective after `step` steps;
+* ``fail(number)`` — the trial failed (e.g. its loss diverged): it ends, never promoted.
 
 After each report the loop asks `next_job()`: ``(number, until)`` to resume a trial, or
 None (start a new trial if the budget allows; when nothing runs either, the search is
@@ -79,7 +80,35 @@ class MedianConfig(_Base):
 
 PrunerConfig = Annotated[Union[AshaConfig, HyperbandConfig, MedianConfig],
                          Field(discriminator="name")]
-NAMES = ("median", "asha", "hyperband")
+MODELS: dict[str, type[_Base]] = {"median": MedianConfig, "asha": AshaConfig,
+                                  "hyperband": HyperbandConfig}
+NAMES = tuple(MODELS)
+
+
+def parse(raw: Any) -> _Base | None:
+    """A ``pruner:`` mapping as its config model; ValueError with one clear line if it is
+    not one (an unknown name or field, a value out of range)."""
+    if raw is None or isinstance(raw, _Base):
+        return raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"pruner must be a mapping like {{name: asha, min_steps: 25}}, "
+                         f"got {type(raw).__name__}")
+    name = raw.get("name")
+    if name not in MODELS:
+        got = "no name" if name is None else f"'{name}'"
+        raise ValueError(f"unknown pruner {got} (name: one of {', '.join(NAMES)})")
+    model = MODELS[name]
+    fields = [f for f in model.model_fields if f != "name"]
+    for key in raw:
+        if key not in model.model_fields:
+            raise ValueError(f"unknown field '{key}' for pruner '{name}' (fields: "
+                             f"{', '.join(fields)})")
+    try:
+        return model.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"pruner '{name}' field '{key}': {first['msg']}") from None
 
 
 def check_steps(config: Any, steps: int) -> str | None:
@@ -120,7 +149,7 @@ class _Bracket:
         self.scores = [{} for _ in self.steps]
         self.promoted = [set() for _ in self.steps]
 
-    def candidate(self, mode: str) -> tuple[int, int] | None:
+    def candidate(self, mode: str, failed: set[int]) -> tuple[int, int] | None:
         """(trial, rung it is promoted to), scanning from the top rung down."""
         for k in range(len(self.steps) - 2, -1, -1):
             scores = self.scores[k]
@@ -129,7 +158,7 @@ class _Bracket:
                 continue
             best = sorted(scores, key=lambda n: (_key(scores[n], mode), n))[:quota]
             for number in best:
-                if number not in self.promoted[k]:
+                if number not in self.promoted[k] and number not in failed:
                     return number, k + 1
         return None
 
@@ -145,6 +174,7 @@ class Pruner:
         self.reached: dict[int, int] = {}  # trial -> last reported step
         self.values: dict[int, dict[int, float]] = {}  # trial -> step -> value
         self.pruned: set[int] = set()  # ended for good (median)
+        self.failed: set[int] = set()
         self.completed: set[int] = set()  # reached the training steps
         self.events: list[tuple] = []
 
@@ -170,10 +200,16 @@ class Pruner:
             self.completed.add(number)
         self._report(number, step, value)
 
+    def fail(self, number: int) -> None:
+        self.events.append(("fail", number))
+        self.running.pop(number, None)
+        self.failed.add(number)
+        self._fail(number)
+
     # -- questions ------------------------------------------------------------------
     def paused(self) -> list[int]:
         """Trials that stopped short of the training steps and may still resume."""
-        return sorted(n for n in self.reached if n not in self.running
+        return sorted(n for n in self.reached if n not in self.running and n not in self.failed
                       and n not in self.completed and n not in self.pruned)
 
     def rung(self, number: int) -> int | None:
@@ -193,6 +229,9 @@ class Pruner:
         pass
 
     def _report(self, number: int, step: int, value: float) -> None:
+        pass
+
+    def _fail(self, number: int) -> None:
         pass
 
 
@@ -236,7 +275,7 @@ class Asha(Pruner):
     def next_job(self) -> tuple[int, int] | None:
         found: list[tuple[int, int, int]] = []
         for index, b in enumerate(self.brackets):
-            job = b.candidate(self.mode)
+            job = b.candidate(self.mode, self.failed)
             if job is not None:
                 found.append((-job[1], index, job[0]))
         if not found:
@@ -293,6 +332,9 @@ class Median(Pruner):
         return None if step is None else self.points().index(step)
 
     def _issue(self, number: int, until: int) -> None:
+        self.queue = [job for job in self.queue if job[0] != number]
+
+    def _fail(self, number: int) -> None:
         self.queue = [job for job in self.queue if job[0] != number]
 
     def _report(self, number: int, step: int, value: float) -> None:

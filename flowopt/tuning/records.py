@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Protocol
 
 from flowopt.recording import ArtifactRef
 
-FINISHED = ("succeeded", "failed")
+FINISHED = ("succeeded", "failed", "pruned")
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class TrialInfo:
     node_id: str
     number: int
     params: Mapping[str, Any]
-    status: str  # running | succeeded | failed
+    status: str  # running | succeeded | failed; with a pruner also paused | pruned
     trial_run_id: str | None = None
     objective: float | None = None
     started_at: datetime | None = None
@@ -38,6 +38,8 @@ class TrialInfo:
     seconds: float = 0.0
     error: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    steps: int = 0  # training steps run for this trial (a tuner with a pruner counts them)
+    rung: int | None = None  # the last rung the trial reached (None: no pruner, or none yet)
 
     @property
     def finished(self) -> bool:
@@ -50,7 +52,8 @@ class TrialInfo:
     def to_json(self) -> dict[str, Any]:
         return {"number": self.number, "params": dict(self.params), "objective": self.objective,
                 "status": self.status, "node": self.node_id, "trial_run_id": self.trial_run_id,
-                "seconds": self.seconds, "error": self.error}
+                "seconds": self.seconds, "error": self.error, "steps": self.steps,
+                "rung": self.rung}
 
 
 class TrialRecorder(Protocol):
@@ -92,6 +95,20 @@ class PopulationRecorder(Protocol):
 
     def load_checkpoint(self, checkpoint_id: str) -> bytes:
         """The bytes of a saved checkpoint (KeyError if there is none)."""
+
+
+class PrunerRecorder(Protocol):
+    """What a tuner with a pruner (`flowopt.tuning.pruning`) writes besides trials: the
+    pruner's events, in order, each ``{event, number, step, value, checkpoint_id}``, and
+    the checkpoints of paused trials (`PopulationRecorder`'s ``save_checkpoint`` /
+    ``load_checkpoint``). `flowopt.store.Store` and `MemoryRecorder` have it."""
+
+    def record_pruner_events(self, run_id: str, node_id: str,
+                             events: Iterable[Mapping[str, Any]]) -> None:
+        """Append events at once (a killed run keeps every decision it made)."""
+
+    def pruner_events(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        """A tuner's pruner events in a run, in the order they were recorded."""
 
 
 def newest_run(trials: Iterable[TrialInfo], order: Mapping[str, Any]) -> list[TrialInfo]:

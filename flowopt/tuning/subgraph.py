@@ -130,6 +130,11 @@ def plan_tuners(spec: PipelineSpec, kinds: Mapping[str, NodeKind], configs: Mapp
         check = getattr(strategy_class(kinds[tid].name), "check_plan", None)
         if check is not None:  # e.g. tuner.pbt: only params training can change mid-run
             check(plans[tid], spec, kinds, configs, error)
+        pruner = getattr(split_config(kinds[tid].name, dict(configs[tid]))[0], "pruner", None)
+        if pruner is not None:  # early stopping: a training it can pause (pausable.py)
+            from .pausable import check_pruner
+
+            check_pruner(plans[tid], spec, kinds, configs, pruner, error)
     _check_claims(spec, dag, claimed, error)
     _check_consumers(spec, kinds, bindings, plans, error)
     return plans

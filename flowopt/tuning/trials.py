@@ -94,6 +94,7 @@ class TuningLoop:
     def __init__(self, host: Any, run_id: str, node: Any, inputs: Mapping[str, Any],
                  done: Mapping[str, Mapping[str, ArtifactRef]]):
         self.host, self.run_id, self.node = host, run_id, node
+        self.inputs, self.done = inputs, done  # the frontier: values or refs; refs
         self.graph = host.compiled
         self.plan = self.graph.tuners[node.id]
         self.config, strategy_config = split_config(node.kind.name, dict(node.config))
@@ -122,6 +123,10 @@ class TuningLoop:
     # -- the loop --------------------------------------------------------------------
     def run(self) -> tuple[dict[str, Any], dict[str, ArtifactRef], dict[str, float]]:
         """Run the search; returns the tuner's (values, refs, metrics) for the scheduler."""
+        if getattr(self.config, "pruner", None) is not None:  # early stopping: pruning.py
+            from .pruning import PrunedSearch
+
+            return PrunedSearch(self).run()
         reruns = self._read_back()
         total = self.config.trials
         number = max([*self.finished, *(n for n, _ in reruns)], default=-1) + 1
