@@ -147,7 +147,8 @@ class Trial(Base):
 class PrunerEvent(Base):
     """One event of a tuner's pruner (flowopt.tuning.pruners), in the order it happened:
     ``add`` (``step`` = the first stop), ``issue`` (train on to ``step``), ``report``
-    (``value`` at ``step``, ``checkpoint_id`` the paused state), ``fail``."""
+    (``value`` at ``step``, ``checkpoint_id`` the paused state), ``fail``, and ``tell``
+    (the strategy was told ``value`` with ``status``: a resumed run re-tells them)."""
 
     __tablename__ = "pruner_events"
     __table_args__ = (Index("ix_pruner_events_run", "run_id", "node_id"),)
@@ -159,6 +160,7 @@ class PrunerEvent(Base):
     step: Mapped[int | None] = mapped_column(Integer)
     value: Mapped[float | None] = mapped_column(Float)
     checkpoint_id: Mapped[str | None] = mapped_column(String(32))  # artifact id
+    status: Mapped[str | None] = mapped_column(String(20))  # tell: the status told
     logged_at: Mapped[datetime]
 
 

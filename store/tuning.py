@@ -110,7 +110,8 @@ class TuningStore:
         now = datetime.now(timezone.utc)
         rows = [{"run_id": run_id, "node_id": node_id, "event": e["event"],
                  "number": e["number"], "step": e.get("step"), "value": e.get("value"),
-                 "checkpoint_id": e.get("checkpoint_id"), "logged_at": now} for e in events]
+                 "checkpoint_id": e.get("checkpoint_id"), "status": e.get("status"),
+                 "logged_at": now} for e in events]
         if rows:
             self._write(lambda conn: conn.execute(insert(PrunerEvent), rows))  # type: ignore[attr-defined]
 
@@ -119,7 +120,7 @@ class TuningStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(PrunerEvent.event, PrunerEvent.number, PrunerEvent.step,
-                       PrunerEvent.value, PrunerEvent.checkpoint_id)
+                       PrunerEvent.value, PrunerEvent.checkpoint_id, PrunerEvent.status)
                 .where(PrunerEvent.run_id == run_id, PrunerEvent.node_id == node_id)
                 .order_by(PrunerEvent.id)).mappings()
             return [dict(row) for row in rows]

@@ -17,13 +17,14 @@ workers. Policy, on the loop's own thread (strategies and pruners need no locks)
   promoted and resume from it) → ``succeeded`` (reached the training steps: its
   outputs and executions are recorded like any trial's) | ``pruned`` (ended for good:
   the median rule, or still paused when the search ends) | ``failed``. Each trial row
-  carries ``steps`` (training steps run for it) and ``rung`` (the last rung reached).
+  carries ``steps`` (training steps run for it), ``rung`` (the last rung reached) and
+  ``seconds`` (the wall-clock time of its jobs, pauses excluded).
 * The strategy is told each trial once, when it first stops: a paused trial as
   ``pruned`` with its objective at that rung (a low-fidelity value, like the lowest
   budget of BOHB), a finished one as it ended. The tuner's result is the best
   *succeeded* trial (trained the full steps).
-* **Restart.** Every pruner event (add, issue, report with its checkpoint, fail) is
-  written to the store before the next decision. A rerun of a killed tuning run (same
+* **Restart.** Every pruner event (add, issue, report with its checkpoint, fail) and
+  every tell is written to the store before the next decision. A rerun of a killed tuning run (same
   tuner key, caching on) copies the old run's events and trials, replays the events
   into a fresh pruner — the same rungs, promotions and paused trials — re-issues the
   jobs that were in flight (from their last checkpoint) and goes on.
@@ -57,6 +58,7 @@ class _Stop:
     trained: int = 0
     outputs: Mapping[str, Mapping[str, ArtifactRef]] | None = None
     error: str | None = None
+    seconds: float = 0.0  # the job's wall-clock time
 
 
 def _observation(info: TrialInfo, objective: float | None, status: str) -> Any:
@@ -152,8 +154,18 @@ class PrunedSearch:
             self.pruner.fail(n)
         self.recorder.record_pruner_events(self.loop.run_id, self.loop.node.id, [{
             "event": kind, "number": n, "step": step if kind != "add" else result,
-            "value": value, "checkpoint_id": checkpoint_id}])
+            "value": value, "checkpoint_id": checkpoint_id, "status": None}])
         return result
+
+    def _tell(self, info: TrialInfo, objective: float | None, status: str) -> None:
+        """Tell the strategy (once per trial), and write it down: a resumed run re-tells
+        exactly what this one told, in the same order."""
+        objective = objective if status != "failed" else None
+        self.told.add(info.number)
+        self.loop.strategy.tell(_observation(info, objective, status))
+        self.recorder.record_pruner_events(self.loop.run_id, self.loop.node.id, [{
+            "event": "tell", "number": info.number, "step": None, "value": objective,
+            "checkpoint_id": None, "status": status}])
 
     def _begin(self, n: int, params: dict[str, Any]) -> None:
         loop = self.loop
@@ -180,6 +192,7 @@ class PrunedSearch:
         loop, pruner, n = self.loop, self.pruner, stop.number
         info = self.trials[n]
         steps = info.steps + stop.trained
+        self.trials[n] = info = replace(info, seconds=info.seconds + stop.seconds)
         if stop.error == "interrupted":
             self._status(n, "running", steps=steps)
             return True
@@ -192,6 +205,9 @@ class PrunedSearch:
             limit = loop.config.max_failures
             return limit is not None and loop.failures > limit
         self.checkpoints[n] = stop.checkpoint_id or self.checkpoints.get(n, "")
+        # the trial's curve: objective against training steps, in its child run
+        self.recorder.log_metric(info.trial_run_id, loop.node.id, "objective", stop.value,
+                                 stop.step)
         self._event("report", n, step=stop.step, value=stop.value,
                     checkpoint_id=stop.checkpoint_id)
         if stop.step >= self.steps:
@@ -201,23 +217,18 @@ class PrunedSearch:
         else:
             info = self._status(n, "paused", steps=steps, objective=stop.value)
             if n not in self.told and _next(pruner, n) is None:  # not going on at once
-                self.told.add(n)
-                loop.strategy.tell(_observation(info, stop.value, "pruned"))
+                self._tell(info, stop.value, "pruned")
         return False
 
     def _end(self, n: int, status: str, outputs: Any = None, **changes: Any) -> TrialInfo:
         from .trials import _Done
 
-        info = self.trials[n]
-        started = info.started_at or utcnow()
-        ended = self._status(n, status, ended_at=utcnow(),
-                             seconds=(utcnow() - started).total_seconds(), **changes)
+        ended = self._status(n, status, ended_at=utcnow(), **changes)
         self.recorder.end_run(ended.trial_run_id, "succeeded" if status == "succeeded"
                               else status, ended.error)
         self.live.pop(n, None)
         if n not in self.told:
-            self.told.add(n)
-            self.loop.strategy.tell(_observation(ended, ended.objective, status))
+            self._tell(ended, ended.objective, status)
         loop = self.loop
         loop.finished[n] = _Done(ended, outputs)
         best = loop._best()
@@ -231,6 +242,12 @@ class PrunedSearch:
 
     # -- one job (on a pool thread) --------------------------------------------------
     def _job(self, n: int, until: int) -> _Stop:
+        start = time.perf_counter()
+        stop = self._segment(n, until)
+        stop.seconds = time.perf_counter() - start
+        return stop
+
+    def _segment(self, n: int, until: int) -> _Stop:
         loop = self.loop
         info = self.trials[n]
         try:
@@ -279,25 +296,25 @@ class PrunedSearch:
             return []
         events = recorder.pruner_events(earlier[0].run_id, loop.node.id)
         recorder.record_pruner_events(loop.run_id, loop.node.id, events)
-        replay(self.pruner, [_as_tuple(e) for e in events])
-        for event in events:
-            if event["event"] == "report" and event["checkpoint_id"]:
-                self.checkpoints[event["number"]] = event["checkpoint_id"]
+        replay(self.pruner, [_as_tuple(e) for e in events if e["event"] != "tell"])
         from .trials import _Done
 
         for trial in earlier:
             moved = trial.moved(loop.run_id, resumed_from=trial.run_id)
             if moved.status in ("succeeded", "failed", "pruned"):
                 loop.finished[moved.number] = _Done(moved)
-                self.told.add(moved.number)
-                loop.strategy.tell(_observation(moved, moved.objective if moved.status ==
-                                                "succeeded" else None, moved.status))
-            elif moved.status == "paused" and moved.objective is not None:
-                self.told.add(moved.number)
-                loop.strategy.tell(_observation(moved, moved.objective, "pruned"))
-            if moved.number in self.pruner.running:
+            elif moved.number in self.pruner.running:
                 moved = replace(moved, status="running")
+            elif moved.number in self.pruner.paused():  # killed before its row said so
+                moved = replace(moved, status="paused")
             self._record(moved)
+        for event in events:
+            n = event["number"]
+            if event["event"] == "report" and event["checkpoint_id"]:
+                self.checkpoints[n] = event["checkpoint_id"]
+            elif event["event"] == "tell" and n in self.trials:
+                self.told.add(n)
+                loop.strategy.tell(_observation(self.trials[n], event["value"], event["status"]))
         # jobs in flight when the run was killed: from their last checkpoint (or step 0)
         return [(n, until) for n, until in self.pruner.running.items() if n in self.trials]
 

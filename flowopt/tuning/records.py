@@ -99,7 +99,8 @@ class PopulationRecorder(Protocol):
 
 class PrunerRecorder(Protocol):
     """What a tuner with a pruner (`flowopt.tuning.pruning`) writes besides trials: the
-    pruner's events, in order, each ``{event, number, step, value, checkpoint_id}``, and
+    pruner's events, in order, each ``{event, number, step, value, checkpoint_id,
+    status}``, and
     the checkpoints of paused trials (`PopulationRecorder`'s ``save_checkpoint`` /
     ``load_checkpoint``). `flowopt.store.Store` and `MemoryRecorder` have it."""
 

@@ -1,5 +1,6 @@
 """Early stopping: trials record the training steps they ran and the rung they reached;
-a tuner's pruner events (add, issue, report with its checkpoint, fail) are kept in order
+a tuner's pruner events (add, issue, report with its checkpoint, fail, and what the
+strategy was told) are kept in order
 so that a killed run resumes with its brackets intact.
 
 Revision ID: 0005
@@ -31,6 +32,7 @@ def upgrade() -> None:
         sa.Column("step", sa.Integer),
         sa.Column("value", sa.Float),
         sa.Column("checkpoint_id", sa.String(32)),
+        sa.Column("status", sa.String(20)),
         sa.Column("logged_at", UTC_TIME, nullable=False),
     )
     op.create_index("ix_pruner_events_run", "pruner_events", ["run_id", "node_id"])
