@@ -8,7 +8,9 @@ same state by replaying them (`replay`). The resource is training steps. Events:
 * ``issue(number, until)`` — a job was handed out: the trial trains on to step `until`
   (a promoted or continued trial; a new trial's first job is issued by `add`);
 * ``report(number, step, value)`` — the trial's objective after `step` steps;
-* ``fail(number)`` — the trial failed (e.g. its loss diverged): it ends, never promoted.
+* ``fail(number)`` — the trial failed (e.g. its loss diverged): it ends, never promoted;
+* ``finish(number)`` — a paused trial trains to the end regardless of the policy (a
+  search that ended with no trial trained in full finishes its `best_paused`).
 
 After each report the loop asks `next_job()`: ``(number, until)`` to resume a trial, or
 None (start a new trial if the budget allows; when nothing runs either, the search is
@@ -199,6 +201,20 @@ class Pruner:
         if step >= self.steps:
             self.completed.add(number)
         self._report(number, step, value)
+
+    def finish(self, number: int) -> None:
+        """Train paused trial `number` to the end, outside the policy (the loop does this
+        when a search ends with no trial trained in full)."""
+        self.events.append(("finish", number))
+        self.running[number] = self.steps
+
+    def best_paused(self) -> int | None:
+        """The paused trial that got furthest, best objective there (ties: lower number)."""
+        paused = self.paused()
+        if not paused:
+            return None
+        return min(paused, key=lambda n: (-self.reached[n],
+                                          _key(self.values[n][self.reached[n]], self.mode), n))
 
     def fail(self, number: int) -> None:
         self.events.append(("fail", number))

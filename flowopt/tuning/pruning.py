@@ -23,6 +23,10 @@ workers. Policy, on the loop's own thread (strategies and pruners need no locks)
   ``pruned`` with its objective at that rung (a low-fidelity value, like the lowest
   budget of BOHB), a finished one as it ended. The tuner's result is the best
   *succeeded* trial (trained the full steps).
+* **End.** When no job is left and ``trials`` are used up, the search is over. If no
+  trial reached the training steps (too few trials for the rungs), the best paused trial
+  of the highest rung is trained to the end from its checkpoint, so the tuner has a
+  trained result.
 * **Restart.** Every pruner event (add, issue, report with its checkpoint, fail) and
   every tell is written to the store before the next decision. A rerun of a killed tuning run (same
   tuner key, caching on) copies the old run's events and trials, replays the events
@@ -133,11 +137,25 @@ class PrunedSearch:
             raise
         finally:
             pool.shutdown(wait=True)
+        if not stop and not loop.host.cancel.is_set():
+            self._finish_one()
         if loop.host.cancel.is_set():
             raise Interrupted(f"tuner '{loop.node.id}' interrupted")
         for n in pruner.paused():  # the search is over: whatever still waits ends here
             self._end(n, "pruned")
         return loop._result()
+
+    def _finish_one(self) -> None:
+        """No trial trained the full steps (a budget too small for the rungs): train the
+        best paused trial of the highest rung to the end, from its checkpoint, so the
+        tuner has a trained result."""
+        done = any(d.info.status == "succeeded" for d in self.loop.finished.values())
+        n = None if done else self.pruner.best_paused()
+        if n is None:
+            return
+        self._event("finish", n)
+        self._status(n, "running")
+        self._take(self._job(n, self.steps))
 
     # -- events and rows (loop thread) -----------------------------------------------
     def _event(self, kind: str, n: int, *, step: int | None = None, value: float | None = None,
@@ -150,6 +168,8 @@ class PrunedSearch:
             self.pruner.issue(n, step)
         elif kind == "report":
             self.pruner.report(n, step, value)
+        elif kind == "finish":
+            self.pruner.finish(n)
         else:
             self.pruner.fail(n)
         self.recorder.record_pruner_events(self.loop.run_id, self.loop.node.id, [{
@@ -332,7 +352,7 @@ def _as_tuple(event: Mapping[str, Any]) -> tuple:
         return ("issue", n, event["step"])
     if kind == "report":
         return ("report", n, event["step"], event["value"])
-    return ("fail", n)
+    return (kind, n)  # fail, finish
 
 
 def _native(value: Any) -> Any:
