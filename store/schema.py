@@ -140,7 +140,7 @@ class Trial(Base):
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
     attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONText)  # strategy-specific
-    steps: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # trained
+    steps: Mapped[int | None] = mapped_column(Integer)  # training steps run (with a pruner)
     rung: Mapped[int | None] = mapped_column(Integer)  # with a pruner: the last rung reached
 
 
@@ -162,6 +162,17 @@ class PrunerEvent(Base):
     checkpoint_id: Mapped[str | None] = mapped_column(String(32))  # artifact id
     status: Mapped[str | None] = mapped_column(String(20))  # tell: the status told
     logged_at: Mapped[datetime]
+
+
+class PrunerState(Base):
+    """A tuner's pruner state (`flowopt.tuning.pruner.Pruner.state`) as of its last
+    decision in a run: what a resumed run rebuilds the pruner from."""
+
+    __tablename__ = "pruner_states"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    updated_at: Mapped[datetime]
 
 
 class PopulationEvent(Base):

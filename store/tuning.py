@@ -21,19 +21,20 @@ from sqlalchemy import insert, select, update
 from flowopt.recording import ArtifactRef
 
 from .liveness import HOST, STALE_SECONDS, pid_alive
-from .schema import Artifact, Edge, Execution, PrunerEvent, Run, Trial
+from .schema import Artifact, Edge, Execution, PrunerEvent, PrunerState, Run, Trial
 
 
 def _trial_info(row: Any) -> Any:
-    from flowopt.tuning.records import TrialInfo
+    """A trial row as the frozen record (`flowopt.tuning.records.FrozenTrial`)."""
+    from flowopt.tuning.records import FrozenTrial
 
-    return TrialInfo(run_id=row["run_id"], node_id=row["node_id"], number=row["number"],
-                     params=row["params"] or {}, status=row["status"],
-                     trial_run_id=row["trial_run_id"], objective=row["objective"],
-                     started_at=row["started_at"], ended_at=row["ended_at"],
-                     seconds=row["seconds"] or 0.0, error=row["error"],
-                     attributes=row["attributes"] or {}, steps=row.get("steps") or 0,
-                     rung=row.get("rung"))
+    return FrozenTrial(run_id=row["run_id"], node_id=row["node_id"], number=row["number"],
+                       params=row["params"] or {}, status=row["status"],
+                       trial_run_id=row["trial_run_id"], values=row["objective"],
+                       started_at=row["started_at"], ended_at=row["ended_at"],
+                       seconds=row["seconds"] or 0.0, error=row["error"],
+                       steps=row.get("steps"), rung=row.get("rung"),
+                       attributes=row["attributes"] or {})
 
 
 def _alive(status: str, host: str | None, pid: int | None, beat: datetime | None) -> bool:
@@ -58,7 +59,7 @@ class TuningStore:
                   "started_at": trial.started_at, "ended_at": trial.ended_at,
                   "seconds": trial.seconds, "error": trial.error,
                   "attributes": dict(trial.attributes),
-                  "steps": int(getattr(trial, "steps", 0) or 0), "rung": getattr(trial, "rung", None)}
+                  "steps": getattr(trial, "steps", None), "rung": getattr(trial, "rung", None)}
 
         def write(conn: Any) -> None:
             changed = conn.execute(update(Trial).where(
@@ -105,18 +106,31 @@ class TuningStore:
                 if (r["attributes"] or {}).get("space_key") == space_key]
         return one_per_child(_trial_info(r) for r in rows)
 
-    def record_pruner_events(self, run_id: str, node_id: str, events: Any) -> None:
-        """Append a tuner's pruner events at once (`flowopt.tuning.records.PrunerRecorder`)."""
+    def record_pruner_events(self, run_id: str, node_id: str, events: Any,
+                             state: Any = None) -> None:
+        """Append a tuner's pruner log and replace its pruner's state, in one transaction
+        (`flowopt.tuning.records.PrunerRecorder`)."""
         now = datetime.now(timezone.utc)
         rows = [{"run_id": run_id, "node_id": node_id, "event": e["event"],
                  "number": e["number"], "step": e.get("step"), "value": e.get("value"),
                  "checkpoint_id": e.get("checkpoint_id"), "status": e.get("status"),
                  "logged_at": now} for e in events]
-        if rows:
-            self._write(lambda conn: conn.execute(insert(PrunerEvent), rows))  # type: ignore[attr-defined]
+
+        def write(conn: Any) -> None:
+            if rows:
+                conn.execute(insert(PrunerEvent), rows)
+            if state is not None:
+                where = (PrunerState.run_id == run_id) & (PrunerState.node_id == node_id)
+                if not conn.execute(update(PrunerState).where(where).values(
+                        state=dict(state), updated_at=now)).rowcount:
+                    conn.execute(insert(PrunerState), [{"run_id": run_id, "node_id": node_id,
+                                                        "state": dict(state),
+                                                        "updated_at": now}])
+
+        self._write(write)  # type: ignore[attr-defined]
 
     def pruner_events(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
-        """A tuner's pruner events in a run, in the order they were recorded."""
+        """A tuner's pruner log in a run, in the order it was recorded."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(PrunerEvent.event, PrunerEvent.number, PrunerEvent.step,
@@ -124,6 +138,12 @@ class TuningStore:
                 .where(PrunerEvent.run_id == run_id, PrunerEvent.node_id == node_id)
                 .order_by(PrunerEvent.id)).mappings()
             return [dict(row) for row in rows]
+
+    def pruner_state(self, run_id: str, node_id: str) -> dict[str, Any] | None:
+        """A tuner's pruner state as last stored in a run (None if none)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(PrunerState.state).where(
+                PrunerState.run_id == run_id, PrunerState.node_id == node_id)).scalar()
 
     def run_outputs(self, run_id: str) -> dict[str, dict[str, ArtifactRef]]:
         """``node_id -> {port: ref}`` of a run's succeeded or cached executions."""

@@ -47,7 +47,7 @@ def trials_of(recorder):
 
 
 def events_of(recorder, run_id):
-    return [e for e in recorder.pruner_events(run_id, "tune") if e["event"] != "tell"]
+    return recorder.pruner_events(run_id, "tune")
 
 
 def straight_through(params):
@@ -101,22 +101,26 @@ def test_parallel_trials_keep_the_promotion_rule_and_never_retrain_a_step():
     assert result.status == "succeeded", result.error
     events = events_of(recorder, result.run_id)
     # replaying the stored events through the policy checks each promotion as it was made
-    pruner = make_pruner(AshaConfig(name="asha", min_steps=10), steps=90, mode="max")
+    # the log, replayed, checks each promotion against the rung as it was when made
+    rung: dict[int, dict[int, float]] = {}
+    promoted: set[tuple[int, int]] = set()
+    steps = (10, 30, 90)
     for e in events:
-        if e["event"] == "issue":
-            k = pruner.brackets[0].steps.index(e["step"]) - 1
-            scores = pruner.brackets[0].scores[k]
+        if e["event"] == "resume":
+            k = steps.index(e["step"]) - 1
+            scores = rung.get(k, {})
             top = sorted(scores, key=lambda n: (-scores[n], n))[:len(scores) // 3]
-            assert e["number"] in top and e["number"] not in pruner.brackets[0].promoted[k]
-        replay(pruner, [tuple(v for v in (e["event"], e["number"], e["step"], e["value"])
-                              if v is not None)[:2 if e["event"] == "add" else 4]])
+            assert e["number"] in top and (e["number"], k) not in promoted
+            promoted.add((e["number"], k))
+        elif e["event"] == "report":
+            rung.setdefault(steps.index(e["step"]), {})[e["number"]] = e["value"]
     reports = [(e["number"], e["step"]) for e in events if e["event"] == "report"]
     assert len(reports) == len(set(reports))  # no segment trained twice
     for trial in trials_of(recorder):
         reached = max(step for number, step in reports if number == trial.number)
         assert trial.steps == reached  # paused, not killed: resumed where it stopped
         assert trial.status == ("succeeded" if reached == 90 else "pruned")
-        assert trial.rung == pruner.brackets[0].steps.index(reached)
+        assert trial.rung == steps.index(reached)
     total = sum(t.steps for t in trials_of(recorder))
     assert total < 0.5 * 12 * 90  # the point of it: far fewer steps than full training
 
@@ -177,6 +181,7 @@ def test_a_killed_run_resumes_with_its_brackets_intact(tmp_path):
         s = Store(str(store))
         events = [(e["event"], e["number"], e["step"], e["value"], e.get("status"))
                   for e in s.pruner_events(run_id, "tune")]
+        s.close()
         rows = _trials(s, run_id)
         return run_id, events, rows, json.loads(out)["best"]
 
@@ -192,6 +197,8 @@ def test_a_killed_run_resumes_with_its_brackets_intact(tmp_path):
     assert len(first) == 1
     before = [(e["event"], e["number"], e["step"], e["value"], e.get("status"))
               for e in s.pruner_events(first[0], "tune")]
+    assert s.pruner_state(resumed_id, "tune")["events"][:len(s.pruner_state(
+        first[0], "tune")["events"])] == s.pruner_state(first[0], "tune")["events"]
     assert 7 <= sum(e[0] == "report" for e in before) and resumed[:len(before)] == before
 
 
@@ -217,8 +224,8 @@ def _tuning_runs(store):
 
 # -- bad input ---------------------------------------------------------------------------
 BAD = [
-    ("{name: fancy, min_steps: 10}", "unknown pruner 'fancy' (name: one of median, asha, "
-                                     "hyperband)"),
+    ("{name: fancy, min_steps: 10}", "unknown pruner 'fancy' (pruners: asha, hyperband, "
+                                     "median)"),
     ("{name: asha, min_steps: 10, patience: 3}", "unknown field 'patience' for pruner 'asha'"),
     ("{name: median, min_steps: 10, reduction_factor: 3}",
      "unknown field 'reduction_factor' for pruner 'median'"),
@@ -227,7 +234,7 @@ BAD = [
     ("{name: hyperband, min_steps: 10, reduction_factor: 1}",
      "pruner 'hyperband' field 'reduction_factor': Input should be greater than or equal to 2"),
     ("{name: asha, min_steps: 150}", "pruner min_steps (150) must be below the training steps "
-                                     "(150) of 'train'"),
+                                     "(150)"),
 ]
 
 
@@ -261,22 +268,24 @@ def test_a_pruner_needs_a_training_node_the_tuner_runs(tmp_path):
     with pytest.raises(SpecError) as caught:
         compile_pipeline(load_spec(path))
     assert caught.value.key == "nodes.tune.with.pruner"
-    assert "pruner needs a training node it can pause" in str(caught.value)
+    assert "cannot prune: it owns no node that trains and can pause" in str(caught.value)
     assert "part (data.split), score (evaluator.classification)" in str(caught.value)
 
 
-def test_a_pruner_with_several_objectives_is_refused():
-    """Multi-objective tuners rank by several values; a rung ranks by one."""
-    from types import SimpleNamespace
+def test_a_pruner_with_several_objectives_is_refused(tmp_path):
+    """A rung ranks trials by one value: a multi-objective strategy cannot take a pruner."""
+    from flowopt.tuning import Strategy, register_tuner
 
-    from flowopt.tuning.pausable import check_pruner
+    class TwoObjectives(Strategy):
+        multi_objective = True
 
-    plan = SimpleNamespace(node_id="tune", objectives=("score.accuracy", "size.bytes"),
-                           owned=("train",), space={})
+        def ask(self, pending):
+            return {"lr": 0.01, "hidden": 64}
 
-    def error(path, message, hint=None):
-        return SpecError(f"{'.'.join(path)}: {message}")
-
-    with pytest.raises(SpecError, match="a pruner ranks trials by one objective; this tuner "
-                                        "has 2"):
-        check_pruner(plan, None, {}, {}, AshaConfig(name="asha", min_steps=1), error)
+    register_tuner("tuner.test_two_objectives", TwoObjectives)
+    with pytest.raises(SpecError) as caught:
+        compile_pipeline(load_spec(PIPELINE, [
+            "nodes.tune.kind=tuner.test_two_objectives", "nodes.tune.with.mode=[max, max]",
+            f"nodes.tune.with.pruner={ASHA}"]))
+    assert caught.value.key == "nodes.tune.with.pruner"
+    assert "a pruner needs one objective, got 2" in str(caught.value)

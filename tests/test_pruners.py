@@ -17,6 +17,8 @@ from flowopt.tuning.pruners import (Asha, AshaConfig, Hyperband, HyperbandConfig
                                     MedianConfig, make_pruner, replay, rungs)
 
 
+
+
 def simulate(pruner, value, trials: int, parallel: int, rng: random.Random, on_issue=None):
     """The tuning loop's job logic: free slots take `next_job`, else a new trial; jobs
     finish in a random order (parallel workers)."""
@@ -77,7 +79,7 @@ def test_asha_promotes_only_the_best_fraction_of_a_rung_once(base, parallel, eta
             assert all((n, j) in promoted for n in best)
         promoted.add((number, k))
 
-    pruner = simulate(Asha(AshaConfig(name="asha", min_steps=5, reduction_factor=eta),
+    pruner = simulate(Asha(AshaConfig(min_steps=5, reduction_factor=eta),
                            steps=100, mode=mode), curve(base), len(base), parallel,
                       random.Random(seed), on_issue=check)
     # every rung above the first holds exactly the promoted trials of the one below
@@ -101,7 +103,7 @@ def test_asha_promotes_only_the_best_fraction_of_a_rung_once(base, parallel, eta
 def test_asha_sequential_keeps_the_best_trial_to_the_top_rung(base):
     """One worker, objective ordered like the trials' bases at every step: the best trial
     of the first ⌊n/η⌋·η is always promoted, so the overall best of those reaches the top."""
-    pruner = simulate(Asha(AshaConfig(name="asha", min_steps=4, reduction_factor=3),
+    pruner = simulate(Asha(AshaConfig(min_steps=4, reduction_factor=3),
                            steps=36, mode="max"), curve(base), len(base), 1, random.Random(0))
     best = max(range(len(base)), key=base.__getitem__)
     assert best in pruner.completed or pruner.rung(best) == max(
@@ -115,14 +117,14 @@ def test_asha_sequential_keeps_the_best_trial_to_the_top_rung(base):
 def test_replaying_the_events_rebuilds_the_state(base, parallel, seed, name, cut):
     """What a restarted run does: the stored events, replayed into a fresh pruner, give the
     same rungs, paused trials and next decision as the pruner that made them."""
-    config = {"asha": AshaConfig(name="asha", min_steps=5),
-              "hyperband": HyperbandConfig(name="hyperband", min_steps=5),
-              "median": MedianConfig(name="median", min_steps=20, startup_trials=2)}[name]
-    full = simulate(make_pruner(config, steps=100, mode="max"), curve(base), len(base),
+    config = {"asha": AshaConfig(min_steps=5),
+              "hyperband": HyperbandConfig(min_steps=5),
+              "median": MedianConfig(min_steps=20, startup_trials=2)}[name]
+    full = simulate(make_pruner(name, config, steps=100, mode="max"), curve(base), len(base),
                     parallel, random.Random(seed))
     events = full.events[:int(cut * len(full.events))]
-    first = replay(make_pruner(config, steps=100, mode="max"), events)
-    again = replay(make_pruner(config, steps=100, mode="max"), first.events)
+    first = replay(make_pruner(name, config, steps=100, mode="max"), events)
+    again = replay(make_pruner(name, config, steps=100, mode="max"), first.events)
     for a, b in ((first, again),):
         assert a.next_job() == b.next_job()
         assert a.paused() == b.paused() and a.running == b.running
@@ -133,7 +135,7 @@ def test_replaying_the_events_rebuilds_the_state(base, parallel, seed, name, cut
 
 
 def test_hyperband_brackets_share_trials_as_hyperband_counts_them():
-    hb = Hyperband(HyperbandConfig(name="hyperband", min_steps=25, reduction_factor=3),
+    hb = Hyperband(HyperbandConfig(min_steps=25, reduction_factor=3),
                    steps=400, mode="max")
     assert [b.steps for b in hb.brackets] == [(25, 75, 225, 400), (75, 225, 400), (225, 400)]
     cycle = [hb.bracket(n) for n in range(35)]
@@ -153,7 +155,7 @@ def test_hyperband_promotes_within_a_bracket_only(base, parallel, seed):
         scores = bracket.scores[k]
         assert number in sorted(scores, key=lambda n: (-scores[n], n))[:len(scores) // 3]
 
-    pruner = simulate(Hyperband(HyperbandConfig(name="hyperband", min_steps=5), steps=100,
+    pruner = simulate(Hyperband(HyperbandConfig(min_steps=5), steps=100,
                                 mode="max"), curve(base), len(base), parallel,
                       random.Random(seed), on_issue=check)
     for n in pruner.reached:
@@ -183,7 +185,7 @@ def median_reference(history, number, step, startup, warmup, mode):
 def test_median_prunes_exactly_when_optunas_rule_says(table, startup, warmup, mode):
     """Trials run one after another (the sequential case Optuna defines); values per
     report step come from `table`."""
-    pruner = Median(MedianConfig(name="median", min_steps=10, startup_trials=startup,
+    pruner = Median(MedianConfig(min_steps=10, startup_trials=startup,
                                  warmup_steps=warmup), steps=50, mode=mode)
     history: dict[int, dict] = {}
     for number, row in enumerate(table):
@@ -213,7 +215,7 @@ def test_median_agrees_with_optuna_on_a_study():
     study = optuna.create_study(direction="maximize",
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3,
                                                                    n_warmup_steps=10))
-    ours = Median(MedianConfig(name="median", min_steps=10, startup_trials=3, warmup_steps=10),
+    ours = Median(MedianConfig(min_steps=10, startup_trials=3, warmup_steps=10),
                   steps=50, mode="max")
     for number, row in enumerate(table):
         trial = study.ask()

@@ -1,136 +1,52 @@
-"""Pausable training: how a pruner stops a trial at a rung and resumes it later.
+"""Pausable trials: a trial's owned nodes around the training a pruner stops and resumes.
 
-The contract, engine side (the node library implements it; nothing here imports it):
+The training node is the one owned node whose kind declares ``training=``
+(`flowopt.training.Training`): the tuning loop starts its `PausableTrainer` with the
+node's config and inputs, runs it in segments, checkpoints it with the declaration's
+``encode`` and resumes a promoted trial with ``decode`` + ``restore`` — which must be
+exact, so a trial paused and resumed ends with the same bits as one trained straight
+through (tested on the optimizer kinds).
 
-* A node kind **declares** that its training can pause with `register_pausable(kind,
-  steps_field)` (every optimizer kind does): ``steps_field`` names its ``with:`` field
-  holding the training steps, the pruner's resource.
-* To open a training instead of running it, the tuning loop calls the kind's function
-  with a `PausingContext`. A pausable kind builds its training loop and hands it to
-  ``ctx.pause_training(training)`` (which raises, so the function never returns); the
-  training is a `PausableTraining`: ``run(until)``, ``checkpoint() -> bytes``,
-  ``restore(bytes)``, ``snapshot()`` (the outputs as of now, for scoring at a rung) and
-  ``result()`` (the outputs when done). A restored training must continue
-  bit-identically to one that never paused (the optimizer nodes' `Trainer` does).
+`TrialTraining` runs one trial: the owned nodes upstream of the training (e.g. a model
+whose width is searched) once per process, the training in segments, and the owned
+nodes downstream of it (e.g. ``score``) on the partly trained model at each report —
+as PBT scores at its ready points. When the trial reaches the training steps its
+outputs are saved and its executions recorded in its child run, as a trial without a
+pruner would have them (same cache keys, same values).
 
-`TrialTraining` runs one trial's owned nodes around that training: the owned nodes
-upstream of it (e.g. a model whose width is searched) once per process, the training
-in segments, and the owned nodes downstream of it (e.g. ``score``) on the partly
-trained model at each rung — as PBT scores at its ready points. When the trial reaches
-the training steps its outputs are saved and its executions recorded in its child run,
-as a trial without a pruner would have them (same cache keys, same values).
-
-`check_pruner` is the compile-time half: a tuner with ``pruner:`` must own exactly one
-pausable node whose steps are not searched, ``min_steps`` must be below those steps,
-and the tuner must have one objective (several objectives are refused: a rung ranks
-trials by one value).
+`check_resource` is a compile-time check besides the contract's (one pausable training
+node, one objective, a valid ``pruner:``): the steps field, the pruner's resource, must
+not be searched.
 """
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 import networkx as nx
 
 from flowopt.artifacts import as_metric
 from flowopt.context import Context
-from flowopt.errors import FlowoptError
 from flowopt.recording import ArtifactRef, ExecutionRecord, utcnow
 
-_PAUSABLE: dict[str, str] = {}  # kind name -> the with: field holding its training steps
-_lock = threading.Lock()
 
-
-def register_pausable(kind: str, steps_field: str = "steps") -> None:
-    """Declare that node kind `kind` can pause its training (module docstring)."""
-    with _lock:
-        _PAUSABLE[kind] = steps_field
-
-
-def steps_field(kind: str) -> str | None:
-    """The steps field of a pausable kind; None if `kind` cannot pause."""
-    return _PAUSABLE.get(kind)
-
-
-class PausableTraining(Protocol):
-    """A training a tuner can stop and resume (module docstring)."""
-
-    steps: int  # the whole training's length
-    step: int  # steps done
-
-    def run(self, until: int) -> None: ...
-
-    def checkpoint(self) -> bytes: ...
-
-    def restore(self, payload: bytes) -> None: ...
-
-    def snapshot(self) -> dict[str, Any]: ...
-
-    def result(self) -> dict[str, Any]: ...
-
-
-class Opened(Exception):
-    """Raised by `PausingContext.pause_training`: carries the opened training out."""
-
-    def __init__(self, training: PausableTraining):
-        super().__init__("training opened")
-        self.training = training
-
-
-class PausingContext(Context):
-    """A `Context` that asks a pausable kind for its training instead of its result."""
-
-    def pause_training(self, training: PausableTraining) -> None:
-        raise Opened(training)
-
-
-# -- compile time --------------------------------------------------------------------------
-def pausable_node(plan: Any, kinds: Mapping[str, Any]) -> list[str]:
-    """The owned nodes whose kind can pause its training."""
-    return [nid for nid in plan.owned if steps_field(_name(kinds[nid])) is not None]
-
-
-def _name(kind: Any) -> str:
-    return kind if isinstance(kind, str) else kind.name
-
-
-def check_pruner(plan: Any, spec: Any, kinds: Mapping[str, Any],
-                 configs: Mapping[str, Any], pruner: Any, error: Callable[..., Exception]) -> None:
-    """Refuse a ``pruner:`` this tuner cannot use (module docstring), one line each."""
+def check_resource(plan: Any, spec: Any, kinds: Mapping[str, Any],
+                   error: Callable[..., Exception]) -> None:
+    """Refuse a searched steps field on the training node a pruner stops (one line)."""
     from flowopt.spec import PARAM_REF
 
-    from .pruners import check_steps
-
-    where = ("nodes", plan.node_id, "with", "pruner")
-    objectives = getattr(plan, "objectives", None)
-    if objectives is not None and len(objectives) > 1:
-        raise error(where, f"tuner '{plan.node_id}': a pruner ranks trials by one objective; "
-                           f"this tuner has {len(objectives)}",
-                    hint="remove pruner:, or tune one objective")
-    found = pausable_node(plan, kinds)
-    if not found:
-        owned = ", ".join(f"{nid} ({_name(kinds[nid])})" for nid in plan.owned)
-        raise error(where, f"tuner '{plan.node_id}': pruner needs a training node it can pause "
-                           f"among the nodes it runs per trial, and none can pause (it runs: "
-                           f"{owned}; pausable kinds: {', '.join(sorted(_PAUSABLE)) or 'none'})",
-                    hint="search a param of the optimizer node (or one upstream of it), or "
-                         "remove pruner:")
-    if len(found) > 1:
-        raise error(where, f"tuner '{plan.node_id}': pruner pauses one training node; this "
-                           f"tuner runs {len(found)} per trial ({', '.join(found)})",
-                    hint="tune them with separate tuners, or remove pruner:")
-    train = found[0]
-    field = steps_field(_name(kinds[train]))
+    if len(plan.training) != 1:
+        return  # refused by the contract's check already
+    train = plan.training[0]
+    field = kinds[train].training.steps
     raw = spec.nodes[train].config.get(field)
     searched = set(PARAM_REF.findall(str(raw))) & set(plan.space) if raw is not None else set()
     if searched:
-        raise error(where, f"tuner '{plan.node_id}': pruner uses {train}.with.{field} as its "
-                           f"resource, which must not be searched (it is set by "
-                           f"'{sorted(searched)[0]}')")
-    problem = check_steps(pruner, int(configs[train][field]))
-    if problem is not None:
-        raise error((*where, "min_steps"), f"{problem} of '{train}'")
+        raise error(("nodes", plan.node_id, "with", "pruner"),
+                    f"tuner '{plan.node_id}': a pruner uses {train}.with.{field} as its "
+                    f"resource, which must not be searched (it is set by "
+                    f"'{sorted(searched)[0]}')")
 
 
 # -- one trial's owned nodes, trained in segments ------------------------------------------
@@ -154,12 +70,14 @@ class TrialTraining:
         self.after = [nid for nid in plan.owned if nid not in upstream and nid != train_id]
         self.produced: dict[str, dict[str, Any]] = {}
         self.timing: dict[str, tuple[Any, float]] = {}  # node -> (started_at, seconds)
-        self.training: PausableTraining | None = None
+        self.kind = graph.nodes[train_id].kind
+        self.port = self.kind.outputs[0].name  # a training node has one output (the model)
+        self.training: Any = None
         self.trained = 0  # steps run in this object (a trial's consumed steps add these up)
 
-    def _context(self, node: Any, cls: type = Context) -> Context:
+    def _context(self, node: Any) -> Context:
         run_id, recorder = self.run_id, self.recorder
-        return cls(run_id=run_id, node_id=node.id, seed=node.seed, device=self.device,
+        return Context(run_id=run_id, node_id=node.id, seed=node.seed, device=self.device,
                    cancel=self.cancel, emit=_quiet, threads=self.threads,
                    log_metric=lambda k, v, s: recorder.log_metric(run_id, node.id, k, v, s))
 
@@ -178,16 +96,12 @@ class TrialTraining:
         for nid in self.before:
             self._call(nid)
         node = self.graph.nodes[self.train_id]
-        try:
-            node.kind.call(self._context(node, PausingContext), self._inputs(node),
-                           dict(node.config))
-        except Opened as opened:
-            self.training = opened.training
-        else:
-            raise FlowoptError(f"node '{node.id}' ({node.kind.name}) is declared pausable but "
-                               "did not hand over its training")
+        start = utcnow()
+        self.training = self.kind.training.start(dict(node.config), self._inputs(node),
+                                                 self._context(node))
+        self.timing[self.train_id] = (start, 0.0)
         if checkpoint is not None:
-            self.training.restore(checkpoint)
+            self.training.restore(self.kind.training.decode(checkpoint))
         return self
 
     @property
@@ -205,8 +119,8 @@ class TrialTraining:
         self.trained += self.training.step - before
         self.timing[self.train_id] = (started, start + time.perf_counter() - clock)
         final = self.training.step >= self.training.steps
-        outputs = self.training.result() if final else self.training.snapshot()
-        return self._score(outputs)
+        model = self.training.result() if final else self.training.snapshot()
+        return self._score({self.port: model})
 
     def _score(self, outputs: Mapping[str, Any]) -> float:
         self.produced[self.train_id] = dict(outputs)
@@ -217,7 +131,7 @@ class TrialTraining:
 
     def checkpoint(self) -> bytes:
         assert self.training is not None
-        return self.training.checkpoint()
+        return self.kind.training.encode(self.training.checkpoint())
 
     def record(self) -> dict[str, dict[str, ArtifactRef]]:
         """Save the finished trial's owned outputs and record their executions in its
@@ -241,5 +155,4 @@ class TrialTraining:
         return refs
 
 
-__all__ = ["Opened", "PausableTraining", "PausingContext", "TrialTraining", "check_pruner",
-           "pausable_node", "register_pausable", "steps_field"]
+__all__ = ["TrialTraining", "check_resource"]

@@ -1,8 +1,11 @@
-"""Early stopping policies: which trial trains next, how far, and which ones stop.
+"""The built-in pruners ``median``, ``asha`` and ``hyperband`` (`flowopt.tuning.pruner`).
 
-A pruner is a pure, deterministic state machine over *events* — no clock, no threads,
-no I/O — so the tuning loop can store every event and a killed run rebuilds the exact
-same state by replaying them (`replay`). The resource is training steps. Events:
+Each policy is a pure, deterministic state machine over *events* — no clock, no threads,
+no I/O — and its `Pruner.state` is the list of events, so a killed run rebuilds the
+exact same state by replaying them (`replay`). `MedianPruner`, `AshaPruner` and
+`HyperbandPruner` put a policy behind the contract's protocol (next_report / report →
+continue | pause | prune / promote / ended / rung / state) and are registered under
+their ``name``. The resource is training steps. Events:
 
 * ``add(number)`` — a new trial enters; `first_stop(number)` is the step it trains to;
 * ``issue(number, until)`` — a job was handed out: the trial trains on to step `until`
@@ -45,13 +48,15 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Iterable, Literal, Union
+from typing import Annotated, Any, ClassVar, Iterable, Mapping
 
 import pydantic
 from pydantic import Field
 
+from .pruner import register_pruner
 
-# -- config (the ``pruner:`` mapping of a sampling tuner's ``with:``) ---------------------
+
+# -- config (the ``pruner:`` mapping of a sampling tuner's ``with:``, besides ``name``) ------
 class _Base(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     min_steps: Annotated[int, Field(ge=1)]
@@ -60,57 +65,19 @@ class _Base(pydantic.BaseModel):
 class AshaConfig(_Base):
     """``min_steps`` (the first rung), ``reduction_factor`` η (3, as in the paper and Ray)."""
 
-    name: Literal["asha"]
     reduction_factor: Annotated[int, Field(ge=2)] = 3
 
 
-class HyperbandConfig(_Base):
+class HyperbandConfig(AshaConfig):
     """As ``asha``; the brackets start at ``min_steps · η^b``."""
-
-    name: Literal["hyperband"]
-    reduction_factor: Annotated[int, Field(ge=2)] = 3
 
 
 class MedianConfig(_Base):
     """``min_steps`` (steps between reports), ``startup_trials`` (5) and
     ``warmup_steps`` (0), Optuna's defaults."""
 
-    name: Literal["median"]
     startup_trials: Annotated[int, Field(ge=0)] = 5
     warmup_steps: Annotated[int, Field(ge=0)] = 0
-
-
-PrunerConfig = Annotated[Union[AshaConfig, HyperbandConfig, MedianConfig],
-                         Field(discriminator="name")]
-MODELS: dict[str, type[_Base]] = {"median": MedianConfig, "asha": AshaConfig,
-                                  "hyperband": HyperbandConfig}
-NAMES = tuple(MODELS)
-
-
-def parse(raw: Any) -> _Base | None:
-    """A ``pruner:`` mapping as its config model; ValueError with one clear line if it is
-    not one (an unknown name or field, a value out of range)."""
-    if raw is None or isinstance(raw, _Base):
-        return raw
-    if not isinstance(raw, dict):
-        raise ValueError(f"pruner must be a mapping like {{name: asha, min_steps: 25}}, "
-                         f"got {type(raw).__name__}")
-    name = raw.get("name")
-    if name not in MODELS:
-        got = "no name" if name is None else f"'{name}'"
-        raise ValueError(f"unknown pruner {got} (name: one of {', '.join(NAMES)})")
-    model = MODELS[name]
-    fields = [f for f in model.model_fields if f != "name"]
-    for key in raw:
-        if key not in model.model_fields:
-            raise ValueError(f"unknown field '{key}' for pruner '{name}' (fields: "
-                             f"{', '.join(fields)})")
-    try:
-        return model.model_validate(raw)
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        raise ValueError(f"pruner '{name}' field '{key}': {first['msg']}") from None
 
 
 def check_steps(config: Any, steps: int) -> str | None:
@@ -165,7 +132,7 @@ class _Bracket:
         return None
 
 
-class Pruner:
+class Policy:
     """The event interface every policy has (see the module docstring)."""
 
     name = ""
@@ -251,7 +218,7 @@ class Pruner:
         pass
 
 
-class Asha(Pruner):
+class Asha(Policy):
     """Promotion-based ASHA; `Hyperband` is several of its brackets."""
 
     name = "asha"
@@ -327,7 +294,7 @@ class Hyperband(Asha):
         return cycle[number % len(cycle)]
 
 
-class Median(Pruner):
+class Median(Policy):
     """Optuna's MedianPruner semantics over reports every ``min_steps`` steps."""
 
     name = "median"
@@ -381,14 +348,14 @@ class Median(Pruner):
         return self.queue[0] if self.queue else None
 
 
-POLICIES: dict[str, type[Pruner]] = {"asha": Asha, "hyperband": Hyperband, "median": Median}
+POLICIES: dict[str, type[Policy]] = {"asha": Asha, "hyperband": Hyperband, "median": Median}
 
 
-def make_pruner(config: Any, *, steps: int, mode: str) -> Pruner:
-    return POLICIES[config.name](config, steps=steps, mode=mode)
+def make_pruner(name: str, config: Any, *, steps: int, mode: str) -> Policy:
+    return POLICIES[name](config, steps=steps, mode=mode)
 
 
-def replay(pruner: Pruner, events: Iterable[tuple]) -> Pruner:
+def replay(pruner: Policy, events: Iterable[Any]) -> Policy:
     """Feed stored events back (a resumed run); returns `pruner` in the state they made."""
     for event in events:
         kind, *args = event
@@ -396,10 +363,100 @@ def replay(pruner: Pruner, events: Iterable[tuple]) -> Pruner:
     return pruner
 
 
-def config_json(config: Any) -> dict[str, Any]:
-    return config.model_dump()
+# -- the contract's protocol (flowopt.tuning.pruner.Pruner) over a policy -------------------
+class _Registered:
+    """A policy behind `flowopt.tuning.pruner.Pruner` (see the module docstring).
+
+    Decisions: a report at the training steps, or one the policy lets go on at once (its
+    next job is this trial), is ``continue``; a median trial below the median is
+    ``prune``; anything else ``pause``. `promote` hands out every job the policy has for a
+    free worker, in the policy's order; ``draining`` (no new trials will come) with
+    nothing running and no trial trained in full also finishes the policy's
+    `best_paused` trial, so the tuner ends with a trained result.
+    """
+
+    Config: ClassVar[type[pydantic.BaseModel]]
+    policy: ClassVar[type[Policy]]
+
+    def __init__(self, config: Any, *, mode: str, max_steps: int, seed: int = 0,
+                 state: Mapping[str, Any] | None = None):
+        self.policy_state = self.policy(config, steps=max_steps, mode=mode)
+        if state:
+            replay(self.policy_state, [tuple(e) for e in state.get("events", ())])
+
+    @classmethod
+    def check(cls, config: Any, max_steps: int) -> None:
+        problem = check_steps(config, max_steps)
+        if problem is not None:
+            raise ValueError(problem)
+
+    def next_report(self, trial: int, step: int) -> int | None:
+        p = self.policy_state
+        if trial in p.running:
+            return p.running[trial]
+        if step == 0 and trial not in p.reached:
+            return p.add(trial)
+        return None
+
+    def report(self, trial: int, step: int, value: float) -> str:
+        p = self.policy_state
+        p.report(trial, step, value)
+        if step >= p.steps:
+            return "continue"
+        if trial in p.pruned:
+            return "prune"
+        job = p.next_job()
+        if job is not None and job[0] == trial:
+            p.issue(*job)
+            return "continue"
+        return "pause"
+
+    def promote(self, draining: bool = False) -> list[int]:
+        p, named = self.policy_state, []
+        while (job := p.next_job()) is not None:
+            p.issue(*job)
+            named.append(job[0])
+        if not named and draining and not p.running and not p.completed:
+            best = p.best_paused()
+            if best is not None:
+                p.finish(best)
+                named.append(best)
+        return named
+
+    def ended(self, trial: int, status: str) -> None:
+        if status == "failed":
+            self.policy_state.fail(trial)
+
+    def rung(self, trial: int) -> int | None:
+        return self.policy_state.rung(trial)
+
+    def state(self) -> Mapping[str, Any]:
+        return {"events": [list(e) for e in self.policy_state.events]}
 
 
-__all__ = ["AshaConfig", "Asha", "Hyperband", "HyperbandConfig", "Median", "MedianConfig",
-           "NAMES", "POLICIES", "Pruner", "PrunerConfig", "check_steps", "make_pruner",
-           "replay", "rungs"]
+class AshaPruner(_Registered):
+    """``asha``: asynchronous successive halving, promotion-based (Li et al. 2018)."""
+
+    Config, policy = AshaConfig, Asha
+
+
+class HyperbandPruner(_Registered):
+    """``hyperband``: brackets of ASHA (Li et al. 2018, asynchronous Hyperband)."""
+
+    Config, policy = HyperbandConfig, Hyperband
+
+
+class MedianPruner(_Registered):
+    """``median``: Optuna's MedianPruner rule at every ``min_steps`` steps."""
+
+    Config, policy = MedianConfig, Median
+
+
+for _name, _cls in (("asha", AshaPruner), ("hyperband", HyperbandPruner),
+                    ("median", MedianPruner)):
+    register_pruner(_name, _cls)
+
+
+__all__ = ["Asha", "AshaConfig", "AshaPruner", "Hyperband", "HyperbandConfig",
+           "HyperbandPruner", "Median", "MedianConfig", "MedianPruner", "POLICIES", "Policy",
+           "check_steps", "make_pruner", "replay", "rungs"]

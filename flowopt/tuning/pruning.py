@@ -4,15 +4,18 @@
 of whole trials it runs **jobs** — "train trial n on to step s" — on ``parallel``
 workers. Policy, on the loop's own thread (strategies and pruners need no locks):
 
-* A free worker takes the pruner's `next_job` (a promotion, or a median trial going on);
-  else, while ``trials`` allows, a new trial: its params from `Strategy.ask` (``pending``
-  = params of new trials not told yet), its first job up to the pruner's first stop.
+* A free worker takes a queued job (a trial the pruner let go on takes its own worker
+  again at once), else the trials `Pruner.promote` names (``draining`` once no new
+  trial will come), else, while ``trials`` allows, a new trial: its params from
+  `Strategy.ask` (``pending`` = params of new trials not told yet), trained up to the
+  step `Pruner.next_report` names.
 * A job opens the trial's training (`pausable.TrialTraining`: the owned nodes before
   the training, then the training itself, from the trial's last checkpoint) unless the
   worker still holds it live, trains to the stop, scores the partly trained model with
   the owned nodes after the training, and saves a checkpoint. The objective at each
   stop is logged in the trial's child run as the series ``TUNER.objective`` (step =
-  training steps) and reported to the pruner.
+  training steps) and reported to the pruner, whose decision — continue, pause,
+  prune — the loop carries out.
 * Trial statuses: ``running`` → ``paused`` (stopped at a rung, checkpoint kept; may be
   promoted and resume from it) → ``succeeded`` (reached the training steps: its
   outputs and executions are recorded like any trial's) | ``pruned`` (ended for good:
@@ -23,15 +26,15 @@ workers. Policy, on the loop's own thread (strategies and pruners need no locks)
   ``pruned`` with its objective at that rung (a low-fidelity value, like the lowest
   budget of BOHB), a finished one as it ended. The tuner's result is the best
   *succeeded* trial (trained the full steps).
-* **End.** When no job is left and ``trials`` are used up, the search is over. If no
-  trial reached the training steps (too few trials for the rungs), the best paused trial
-  of the highest rung is trained to the end from its checkpoint, so the tuner has a
-  trained result.
-* **Restart.** Every pruner event (add, issue, report with its checkpoint, fail) and
-  every tell is written to the store before the next decision. A rerun of a killed tuning run (same
-  tuner key, caching on) copies the old run's events and trials, replays the events
-  into a fresh pruner — the same rungs, promotions and paused trials — re-issues the
-  jobs that were in flight (from their last checkpoint) and goes on.
+* **End.** When no job is left, no promotion is named and ``trials`` are used up, the
+  search is over; paused trials end ``pruned``.
+* **Restart.** The loop keeps a log — a trial started or resumed up to a step, a
+  report (with its checkpoint and the decision), a tell, an end — and writes each
+  entry together with the pruner's `Pruner.state` after it, in one transaction,
+  before acting on it. A rerun of a killed tuning run (same tuner key, caching on)
+  copies the old run's log, state and trials, rebuilds the pruner from the state (the
+  same rungs, promotions and paused trials), re-tells the strategy what it was told,
+  re-issues the jobs that were in flight (from their last checkpoint) and goes on.
 """
 from __future__ import annotations
 
@@ -45,9 +48,10 @@ from typing import Any, Mapping
 from flowopt.errors import FlowoptError, Interrupted
 from flowopt.recording import ArtifactRef, RunInfo, utcnow
 
-from .pausable import TrialTraining, pausable_node, steps_field
-from .pruners import make_pruner, replay
-from .records import TrialInfo
+from .pausable import TrialTraining
+from .pruner import validate_pruner
+from .records import FrozenTrial
+from .strategy import Observation
 from .subgraph import trial_spec
 
 
@@ -65,40 +69,41 @@ class _Stop:
     seconds: float = 0.0  # the job's wall-clock time
 
 
-def _observation(info: TrialInfo, objective: float | None, status: str) -> Any:
-    from flowopt.nodes.tuner.strategy import Observation
-
-    return Observation(number=info.number, params=dict(info.params), objective=objective,
-                       status=status)
-
-
 class PrunedSearch:
     """Runs a tuner with a pruner; `loop` is its `TuningLoop` (config, strategy, host)."""
 
     def __init__(self, loop: Any):
         self.loop = loop
         host, plan, graph = loop.host, loop.plan, loop.graph
-        kinds = {nid: node.kind for nid, node in graph.nodes.items()}
-        self.train_id = pausable_node(plan, kinds)[0]
+        self.train_id = plan.training[0]
         node = graph.nodes[self.train_id]
-        self.steps = int(node.config[steps_field(node.kind.name)])
-        self.pruner = make_pruner(loop.config.pruner, steps=self.steps, mode=loop.config.mode)
+        self.steps = int(node.config[node.kind.training.steps])
+        self.mode = loop.config.modes[0]
+        self.pruner_cls, self.pruner_config = validate_pruner(loop.config.pruner, self.steps)
         self.recorder = host.recorder
         self.values = {port: self.recorder.load(v) if isinstance(v, ArtifactRef) else v
                        for port, v in loop.inputs.items()}
         self.refs = {port: loop.done[b.node][b.port] for port, b in plan.frontier.items()
                      if b.port in loop.done.get(b.node, {})}
-        self.trials: dict[int, TrialInfo] = {}
+        self.trials: dict[int, FrozenTrial] = {}
+        self.reached: dict[int, int] = {}  # trial -> its last reported step
         self.told: set[int] = set()
         self.checkpoints: dict[int, str] = {}  # trial -> its latest checkpoint id
         self.live: OrderedDict[int, TrialTraining] = OrderedDict()  # parked, by trial
         self.keep = 2 * loop.config.parallel
+        self.pruner: Any = None
+
+    def _new_pruner(self, state: Any = None) -> Any:
+        return self.pruner_cls(self.pruner_config, mode=self.mode, max_steps=self.steps,
+                               seed=self.loop.node.seed, state=state)
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> tuple[dict[str, Any], dict[str, ArtifactRef], dict[str, float]]:
-        loop, pruner = self.loop, self.pruner
-        reissue = self._read_back()
-        added = sum(1 for e in pruner.events if e[0] == "add")
+        loop = self.loop
+        queue = self._read_back()
+        if self.pruner is None:
+            self.pruner = self._new_pruner()
+        added = self._added
         number = max(self.trials, default=-1) + 1
         running: dict[Future, int] = {}
         pool = ThreadPoolExecutor(max_workers=loop.config.parallel,
@@ -107,28 +112,37 @@ class PrunedSearch:
         try:
             while True:
                 while not stop and len(running) < loop.config.parallel:
+                    if queue:
+                        job = queue.pop(0)
+                        running[pool.submit(self._job, *job)] = job[0]
+                        continue
                     pending = [dict(self.trials[n].params) for n in self.trials
-                               if n not in self.told and n in pruner.running]
-                    if reissue:
-                        job = reissue.pop(0)
-                    elif (job := pruner.next_job()) is not None:
-                        self._event("issue", job[0], step=job[1])
-                        self._status(job[0], "running")
-                    elif added < loop.config.trials and not loop.strategy.exhausted(pending):
-                        params = {k: _native(v) for k, v in loop.strategy.ask(pending).items()}
-                        job = (number, self._event("add", number))
-                        self._begin(number, params)
-                        number += 1
-                        added += 1
-                    else:
+                               if n not in self.told and self.trials[n].status == "running"]
+                    draining = added >= loop.config.trials or loop.strategy.exhausted(pending)
+                    promoted = self.pruner.promote(draining)
+                    if promoted:
+                        jobs = [(n, self._until(n)) for n in promoted]
+                        self._log([{"event": "resume", "number": n, "step": until}
+                                   for n, until in jobs])
+                        for n, _ in jobs:
+                            self._status(n, "running")
+                        queue.extend(jobs)
+                        continue
+                    if draining:
                         break
-                    running[pool.submit(self._job, *job)] = job[0]
+                    params = {k: _native(v) for k, v in loop.strategy.ask(pending).items()}
+                    self._begin(number, params)
+                    until = self.pruner.next_report(number, 0) or self.steps
+                    self._log([{"event": "start", "number": number, "step": until}])
+                    queue.append((number, until))
+                    number += 1
+                    added += 1
                 if not running:
                     break
                 done, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
                 for future in done:
                     running.pop(future)
-                    stop = self._take(future.result()) or stop
+                    stop = self._take(future.result(), queue) or stop
                 if loop.host.cancel.is_set():
                     stop = True
         except KeyboardInterrupt:
@@ -137,55 +151,31 @@ class PrunedSearch:
             raise
         finally:
             pool.shutdown(wait=True)
-        if not stop and not loop.host.cancel.is_set():
-            self._finish_one()
         if loop.host.cancel.is_set():
             raise Interrupted(f"tuner '{loop.node.id}' interrupted")
-        for n in pruner.paused():  # the search is over: whatever still waits ends here
-            self._end(n, "pruned")
+        for n in sorted(self.trials):  # the search is over: whatever still waits ends here
+            if self.trials[n].status == "paused":
+                self._log([{"event": "end", "number": n, "status": "pruned"}])
+                self._end(n, "pruned")
         return loop._result()
 
-    def _finish_one(self) -> None:
-        """No trial trained the full steps (a budget too small for the rungs): train the
-        best paused trial of the highest rung to the end, from its checkpoint, so the
-        tuner has a trained result."""
-        done = any(d.info.status == "succeeded" for d in self.loop.finished.values())
-        n = None if done else self.pruner.best_paused()
-        if n is None:
-            return
-        self._event("finish", n)
-        self._status(n, "running")
-        self._take(self._job(n, self.steps))
+    def _until(self, n: int) -> int:
+        return self.pruner.next_report(n, self.reached.get(n, 0)) or self.steps
 
-    # -- events and rows (loop thread) -----------------------------------------------
-    def _event(self, kind: str, n: int, *, step: int | None = None, value: float | None = None,
-               checkpoint_id: str | None = None) -> int:
-        """Apply one event to the pruner and write it at once; returns the stop of an add."""
-        result = 0
-        if kind == "add":
-            result = self.pruner.add(n)
-        elif kind == "issue":
-            self.pruner.issue(n, step)
-        elif kind == "report":
-            self.pruner.report(n, step, value)
-        elif kind == "finish":
-            self.pruner.finish(n)
-        else:
-            self.pruner.fail(n)
-        self.recorder.record_pruner_events(self.loop.run_id, self.loop.node.id, [{
-            "event": kind, "number": n, "step": step if kind != "add" else result,
-            "value": value, "checkpoint_id": checkpoint_id, "status": None}])
-        return result
+    # -- the log, rows and tells (loop thread) ----------------------------------------
+    def _log(self, events: list[dict[str, Any]]) -> None:
+        """Write log entries with the pruner's state after them, in one transaction."""
+        self.recorder.record_pruner_events(self.loop.run_id, self.loop.node.id, events,
+                                           self.pruner.state())
 
-    def _tell(self, info: TrialInfo, objective: float | None, status: str) -> None:
-        """Tell the strategy (once per trial), and write it down: a resumed run re-tells
-        exactly what this one told, in the same order."""
-        objective = objective if status != "failed" else None
+    def _tell(self, info: FrozenTrial, value: float | None, status: str) -> None:
+        """Tell the strategy (once per trial), and log it: a resumed run re-tells exactly
+        what this one told, in the same order."""
+        value = value if status != "failed" else None
         self.told.add(info.number)
-        self.loop.strategy.tell(_observation(info, objective, status))
-        self.recorder.record_pruner_events(self.loop.run_id, self.loop.node.id, [{
-            "event": "tell", "number": info.number, "step": None, "value": objective,
-            "checkpoint_id": None, "status": status}])
+        self.loop.strategy.tell(Observation(number=info.number, params=dict(info.params),
+                                            values=value, status=status, steps=info.steps))
+        self._log([{"event": "tell", "number": info.number, "value": value, "status": status}])
 
     def _begin(self, n: int, params: dict[str, Any]) -> None:
         loop = self.loop
@@ -193,59 +183,71 @@ class PrunedSearch:
         run_id = self.recorder.begin_run(RunInfo(
             pipeline=graph.name, seed=graph.seed, params={**graph.params, **params},
             spec=graph.spec.to_data(), source=loop.host.source, parent_run_id=loop.run_id))
-        info = TrialInfo(run_id=loop.run_id, node_id=loop.node.id, number=n, params=params,
-                         status="running", trial_run_id=run_id, started_at=utcnow(),
-                         attributes={**loop.attributes, "pruner": self.pruner.name})
-        self._record(info)
+        self._record(FrozenTrial(
+            run_id=loop.run_id, node_id=loop.node.id, number=n, params=params,
+            status="running", trial_run_id=run_id, started_at=utcnow(), steps=0,
+            attributes={**loop.attributes, "pruner": loop.config.pruner["name"]}))
 
-    def _record(self, info: TrialInfo) -> None:
+    def _record(self, info: FrozenTrial) -> None:
         self.trials[info.number] = info
         self.recorder.record_trial(info)
 
-    def _status(self, n: int, status: str, **changes: Any) -> TrialInfo:
+    def _status(self, n: int, status: str, **changes: Any) -> FrozenTrial:
         info = replace(self.trials[n], status=status, rung=self.pruner.rung(n), **changes)
         self._record(info)
         return info
 
-    def _take(self, stop: _Stop) -> bool:
-        """Report a finished job, update the trial; True when the search must stop."""
-        loop, pruner, n = self.loop, self.pruner, stop.number
+    def _take(self, stop: _Stop, queue: list[tuple[int, int]]) -> bool:
+        """Act on a finished job; True when the search must stop."""
+        loop, n = self.loop, stop.number
         info = self.trials[n]
-        steps = info.steps + stop.trained
-        self.trials[n] = info = replace(info, seconds=info.seconds + stop.seconds)
+        steps = (info.steps or 0) + stop.trained
+        self.trials[n] = replace(info, seconds=info.seconds + stop.seconds, steps=steps)
         if stop.error == "interrupted":
-            self._status(n, "running", steps=steps)
+            self._status(n, "running")
             return True
         if stop.error is not None or stop.value is None or not math.isfinite(stop.value):
             error = stop.error or f"the objective '{loop.plan.metric}' is not finite ({stop.value})"
-            self._event("fail", n)
-            ended = self._end(n, "failed", steps=steps, error=error, objective=None)
+            self.pruner.ended(n, "failed")
+            self._log([{"event": "end", "number": n, "status": "failed"}])
+            self._end(n, "failed", error=error, values=None)
             loop.failures += 1
             loop.last_error = error
             limit = loop.config.max_failures
             return limit is not None and loop.failures > limit
-        self.checkpoints[n] = stop.checkpoint_id or self.checkpoints.get(n, "")
+        if stop.checkpoint_id:
+            self.checkpoints[n] = stop.checkpoint_id
+        self.reached[n] = stop.step
         # the trial's curve: objective against training steps, in its child run
         self.recorder.log_metric(info.trial_run_id, loop.node.id, "objective", stop.value,
                                  stop.step)
-        self._event("report", n, step=stop.step, value=stop.value,
-                    checkpoint_id=stop.checkpoint_id)
+        decision = self.pruner.report(n, stop.step, stop.value)
+        report = {"event": "report", "number": n, "step": stop.step, "value": stop.value,
+                  "checkpoint_id": stop.checkpoint_id, "status": decision}
         if stop.step >= self.steps:
-            self._end(n, "succeeded", steps=steps, objective=stop.value, outputs=stop.outputs)
-        elif n in pruner.pruned:
-            self._end(n, "pruned", steps=steps, objective=stop.value)
-        else:
-            info = self._status(n, "paused", steps=steps, objective=stop.value)
-            if n not in self.told and _next(pruner, n) is None:  # not going on at once
-                self._tell(info, stop.value, "pruned")
+            self.pruner.ended(n, "succeeded")
+            self._log([report, {"event": "end", "number": n, "status": "succeeded"}])
+            self._end(n, "succeeded", values=(stop.value,), outputs=stop.outputs)
+        elif decision == "prune":
+            self._log([report, {"event": "end", "number": n, "status": "pruned"}])
+            self._end(n, "pruned", values=(stop.value,))
+        elif decision == "continue":
+            until = self._until(n)
+            self._log([report, {"event": "resume", "number": n, "step": until}])
+            self._status(n, "running", values=(stop.value,))
+            queue.insert(0, (n, until))  # its worker goes on with it (the trainer is live)
+        else:  # pause: the checkpoint stays; a promotion resumes it
+            self._log([report])
+            paused = self._status(n, "paused", values=(stop.value,))
+            if n not in self.told:
+                self._tell(paused, stop.value, "pruned")
         return False
 
-    def _end(self, n: int, status: str, outputs: Any = None, **changes: Any) -> TrialInfo:
+    def _end(self, n: int, status: str, outputs: Any = None, **changes: Any) -> FrozenTrial:
         from .trials import _Done
 
         ended = self._status(n, status, ended_at=utcnow(), **changes)
-        self.recorder.end_run(ended.trial_run_id, "succeeded" if status == "succeeded"
-                              else status, ended.error)
+        self.recorder.end_run(ended.trial_run_id, status, ended.error)
         self.live.pop(n, None)
         if n not in self.told:
             self._tell(ended, ended.objective, status)
@@ -304,6 +306,8 @@ class PrunedSearch:
             return _Stop(n, until, error=f"{type(exc).__name__}: {exc}")
 
     # -- restart ---------------------------------------------------------------------
+    _added = 0
+
     def _read_back(self) -> list[tuple[int, int]]:
         """Continue a killed run of this tuner (module docstring); returns jobs to re-issue."""
         loop, recorder = self.loop, self.recorder
@@ -314,45 +318,43 @@ class PrunedSearch:
             exclude_run=loop.run_id)
         if not earlier:
             return []
-        events = recorder.pruner_events(earlier[0].run_id, loop.node.id)
-        recorder.record_pruner_events(loop.run_id, loop.node.id, events)
-        replay(self.pruner, [_as_tuple(e) for e in events if e["event"] != "tell"])
+        old = earlier[0].run_id
+        events = recorder.pruner_events(old, loop.node.id)
+        state = recorder.pruner_state(old, loop.node.id)
+        self.pruner = self._new_pruner(state)
+        recorder.record_pruner_events(loop.run_id, loop.node.id, events, state)
         from .trials import _Done
 
+        last: dict[int, dict[str, Any]] = {}
+        for event in events:
+            n = event["number"]
+            if event["event"] in ("start", "resume", "report", "end"):
+                last[n] = event
+            if event["event"] == "start":
+                self._added += 1
+            if event["event"] == "report":
+                self.reached[n] = event["step"]
+                if event["checkpoint_id"]:
+                    self.checkpoints[n] = event["checkpoint_id"]
+        inflight = {n: e["step"] for n, e in last.items() if e["event"] in ("start", "resume")}
         for trial in earlier:
             moved = trial.moved(loop.run_id, resumed_from=trial.run_id)
             if moved.status in ("succeeded", "failed", "pruned"):
                 loop.finished[moved.number] = _Done(moved)
-            elif moved.number in self.pruner.running:
+            elif moved.number in inflight:
                 moved = replace(moved, status="running")
-            elif moved.number in self.pruner.paused():  # killed before its row said so
+            elif moved.number in self.reached:  # killed before its row said so
                 moved = replace(moved, status="paused")
             self._record(moved)
         for event in events:
             n = event["number"]
-            if event["event"] == "report" and event["checkpoint_id"]:
-                self.checkpoints[n] = event["checkpoint_id"]
-            elif event["event"] == "tell" and n in self.trials:
+            if event["event"] == "tell" and n in self.trials:
                 self.told.add(n)
-                loop.strategy.tell(_observation(self.trials[n], event["value"], event["status"]))
+                loop.strategy.tell(Observation(
+                    number=n, params=dict(self.trials[n].params), values=event["value"],
+                    status=event["status"], steps=self.trials[n].steps))
         # jobs in flight when the run was killed: from their last checkpoint (or step 0)
-        return [(n, until) for n, until in self.pruner.running.items() if n in self.trials]
-
-
-def _next(pruner: Any, n: int) -> int | None:
-    job = pruner.next_job()
-    return job[1] if job is not None and job[0] == n else None
-
-
-def _as_tuple(event: Mapping[str, Any]) -> tuple:
-    kind, n = event["event"], event["number"]
-    if kind == "add":
-        return ("add", n)
-    if kind == "issue":
-        return ("issue", n, event["step"])
-    if kind == "report":
-        return ("report", n, event["step"], event["value"])
-    return (kind, n)  # fail, finish
+        return [(n, until) for n, until in inflight.items() if n in self.trials]
 
 
 def _native(value: Any) -> Any:

@@ -19,16 +19,15 @@ as ``NODE.lr``.
 """
 from __future__ import annotations
 
-from flowopt.registry import REGISTRY as _REGISTRY
-from flowopt.tuning.pausable import register_pausable as _register_pausable
-
 from .lowbit import adam8bit, adamw8bit, momentum8bit
 from .standard import adam, adamp, adamw, diffgrad, lion, sgd, stable_spam
 
+from .pausing import declare as _declare
+
 # Every kind trains through `common.train`, which can hand its Trainer to a pruner.
-for _kind in ("sgd", "adam", "adamw", "lion", "adamp", "diffgrad", "stable_spam", "adam8bit",
-              "adamw8bit", "momentum8bit"):
-    _register_pausable(_REGISTRY.get(f"optimizer.{_kind}").name, "steps")
+_declare(tuple(f"optimizer.{k}" for k in ("sgd", "adam", "adamw", "lion", "adamp", "diffgrad",
+                                           "stable_spam", "adam8bit", "adamw8bit",
+                                           "momentum8bit")))
 
 __all__ = ["adam", "adam8bit", "adamp", "adamw", "adamw8bit", "diffgrad", "lion",
            "momentum8bit", "sgd", "stable_spam"]

@@ -53,20 +53,17 @@ def train(kind: str, make: Callable[[Any], Any], model: Model, data: Dataset, lo
           schedule: Any, on_nonfinite: str, eval_every: int) -> Model:
     """Run the shared loop (`training.fit`) with the optimizer `make(params)` builds.
 
-    Under a tuner with a ``pruner:`` the context asks for the training instead
-    (``ctx.pause_training``, see `flowopt.tuning.pausable`): it receives the same
-    `Trainer` behind `pausing.PausableTrainer` and drives it in segments.
+    Given a context with ``pause_training`` (`pausing`: a tuner with a ``pruner:``
+    starting the training) the same `Trainer` is handed over instead of run.
     """
     from .training import Trainer, fit
 
     pause = getattr(ctx, "pause_training", None)
     if pause is not None:
-        from .pausing import PausableTrainer
-
-        pause(PausableTrainer(Trainer(
+        pause(Trainer(
             model, data, loss, ctx, make_optimizer=make, steps=steps, batch_size=batch_size,
             device=device, name=kind, schedule=_SCHEDULE.validate_python(schedule),
-            on_nonfinite=on_nonfinite, val=val, eval_every=eval_every)))
+            on_nonfinite=on_nonfinite, val=val, eval_every=eval_every))
     # The engine hands configs over as validated JSON: the schedule arrives as a dict.
     return fit(model, data, loss, ctx, make_optimizer=make, steps=steps, batch_size=batch_size,
                device=device, name=kind, schedule=_SCHEDULE.validate_python(schedule),
