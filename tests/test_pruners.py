@@ -237,3 +237,87 @@ def test_median_agrees_with_optuna_on_a_study():
             ours.report(number, 50, row[-1])
             study.tell(trial, row[-1])
     assert ours.pruned  # the table makes some trials prunable: the comparison was not vacuous
+
+
+# -- the registered pruners, through the contract's protocol ------------------------------------
+def drive(pruner, value, trials: int, parallel: int, rng: random.Random, stop_after=None):
+    """The pruning loop's use of the protocol (flowopt.tuning.pruning), without training:
+    returns the decisions in order; stops early after `stop_after` reports."""
+    running: list[tuple[int, int]] = []
+    queue: list[tuple[int, int]] = []
+    reached: dict[int, int] = {}
+    log, started, reports = [], 0, 0
+    while True:
+        while len(running) < parallel:
+            if queue:
+                running.append(queue.pop(0))
+                continue
+            draining = started >= trials
+            promoted = pruner.promote(draining)
+            if promoted:
+                queue.extend((n, pruner.next_report(n, reached[n]) or 100) for n in promoted)
+                log.append(("promote", tuple(promoted)))
+                continue
+            if draining:
+                break
+            queue.append((started, pruner.next_report(started, 0) or 100))
+            started += 1
+        if not running or (stop_after is not None and reports >= stop_after):
+            return log, (running, queue, reached, started)
+        n, step = running.pop(rng.randrange(len(running)))
+        decision = pruner.report(n, step, value(n, step))
+        reports += 1
+        reached[n] = step
+        log.append(("report", n, step, decision))
+        if step >= 100:
+            pruner.ended(n, "succeeded")
+        elif decision == "continue":
+            queue.insert(0, (n, pruner.next_report(n, step) or 100))
+
+
+@pytest.mark.parametrize("name,fields", [("asha", {"min_steps": 5}),
+                                         ("hyperband", {"min_steps": 5}),
+                                         ("median", {"min_steps": 20, "startup_trials": 2})])
+@settings(max_examples=25, deadline=None)
+@given(base=st.lists(st.floats(0, 1, allow_nan=False), min_size=3, max_size=30),
+       parallel=st.integers(1, 3), seed=st.integers(0, 10**6), cut=st.integers(1, 40))
+def test_a_pruner_rebuilt_from_its_json_state_decides_as_the_original(
+        name, fields, base, parallel, seed, cut):
+    """The state a killed run stored (as JSON) gives a pruner that goes on exactly as the
+    one that was never stopped."""
+    import json
+
+    from flowopt.tuning.pruner import validate_pruner
+
+    cls, config = validate_pruner({"name": name, **fields}, 100)
+    original = cls(config, mode="max", max_steps=100, seed=0)
+    drive(original, curve(base), len(base), parallel, random.Random(seed), stop_after=cut)
+    state = json.loads(json.dumps(original.state()))
+    rebuilt = cls(config, mode="max", max_steps=100, seed=0, state=state)
+    assert rebuilt.state() == original.state()
+    for n in range(len(base)):
+        assert rebuilt.rung(n) == original.rung(n)
+    assert rebuilt.promote(False) == original.promote(False)
+
+
+def test_every_pruner_trains_some_trial_in_full_even_with_a_tiny_budget():
+    """Three trials cannot fill ASHA's second rung (⌊1/3⌋ = 0): once draining, the best
+    trial of the highest rung reached is trained to the end, so the tuner has a result."""
+    from flowopt.tuning.pruner import validate_pruner
+
+    cls, config = validate_pruner({"name": "asha", "min_steps": 10}, 100)
+    pruner = cls(config, mode="max", max_steps=100)
+    base = [0.2, 0.9, 0.5]
+    log, _ = drive(pruner, curve(base), 3, 1, random.Random(0))
+    finished = [e for e in log if e[0] == "report" and e[2] == 100]
+    assert [e[1] for e in finished] == [1]  # the best one, resumed from its rung
+
+
+def test_pruner_fields_are_checked_against_the_training_steps():
+    from flowopt.tuning.pruner import validate_pruner
+
+    with pytest.raises(ValueError, match=r"min_steps \(90\) must be below the training steps "
+                                         r"\(90\)"):
+        validate_pruner({"name": "hyperband", "min_steps": 90}, 90)
+    with pytest.raises(ValueError, match="unknown field 'warmup_steps' for pruner 'asha'"):
+        validate_pruner({"name": "asha", "min_steps": 9, "warmup_steps": 3}, 90)
