@@ -69,6 +69,15 @@ class _Stop:
     seconds: float = 0.0  # the job's wall-clock time
 
 
+@dataclass
+class _Done:
+    """A finished trial as `TuningLoop` keeps it (``info``, ``outputs``: None when read
+    back from an earlier run)."""
+
+    info: FrozenTrial
+    outputs: Mapping[str, Mapping[str, ArtifactRef]] | None = None
+
+
 class PrunedSearch:
     """Runs a tuner with a pruner; `loop` is its `TuningLoop` (config, strategy, host)."""
 
@@ -244,8 +253,6 @@ class PrunedSearch:
         return False
 
     def _end(self, n: int, status: str, outputs: Any = None, **changes: Any) -> FrozenTrial:
-        from .trials import _Done
-
         ended = self._status(n, status, ended_at=utcnow(), **changes)
         self.recorder.end_run(ended.trial_run_id, status, ended.error)
         self.live.pop(n, None)
@@ -323,7 +330,6 @@ class PrunedSearch:
         state = recorder.pruner_state(old, loop.node.id)
         self.pruner = self._new_pruner(state)
         recorder.record_pruner_events(loop.run_id, loop.node.id, events, state)
-        from .trials import _Done
 
         last: dict[int, dict[str, Any]] = {}
         for event in events:
