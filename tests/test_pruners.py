@@ -301,8 +301,9 @@ def test_a_pruner_rebuilt_from_its_json_state_decides_as_the_original(
 
 
 def test_every_pruner_trains_some_trial_in_full_even_with_a_tiny_budget():
-    """Three trials cannot fill ASHA's second rung (⌊1/3⌋ = 0): once draining, the best
-    trial of the highest rung reached is trained to the end, so the tuner has a result."""
+    """Three trials cannot fill ASHA's second rung (⌊1/3⌋ = 0): once draining (no new
+    trial will come) each rung promotes ⌈n/η⌉, so the best trial goes on to the end, from
+    its rung, and the tuner has a trained result."""
     from flowopt.tuning.pruner import validate_pruner
 
     cls, config = validate_pruner({"name": "asha", "min_steps": 10}, 100)

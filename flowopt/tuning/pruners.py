@@ -12,6 +12,9 @@ their ``name``. The resource is training steps. Events:
   (a promoted or continued trial; a new trial's first job is issued by `add`);
 * ``report(number, step, value)`` — the trial's objective after `step` steps;
 * ``fail(number)`` — the trial failed (e.g. its loss diverged): it ends, never promoted;
+* ``drain()`` — no new trial will come (the trial budget is spent): ASHA's rungs then
+  promote ⌈n_k/η⌉ instead of ⌊n_k/η⌋, so the steps the missing new trials would have
+  had go to the best trials that are left;
 * ``finish(number)`` — a paused trial trains to the end regardless of the policy (a
   search that ended with no trial trained in full finishes its `best_paused`).
 
@@ -29,8 +32,9 @@ Policies (``mode`` max or min; a NaN objective is the worst value):
   ``min_steps · η^k`` below the training steps, and the training steps themselves as
   the top rung. ``next_job`` scans the rungs from the top down and promotes the first
   trial among the best ``⌊n_k / η⌋`` of rung k (ties: the lower number) that was not
-  promoted yet. A trial not promoted is *paused*, not killed: its checkpoint is kept
-  and a later promotion resumes it from there.
+  promoted yet (``⌈n_k / η⌉`` once draining, see `drain`). A trial not promoted is
+  *paused*, not killed: its checkpoint is kept and a later promotion resumes it from
+  there.
 * ``hyperband`` — brackets of ASHA (Li et al. 2018, §3.3, asynchronous Hyperband):
   bracket b starts trials at ``min_steps · η^b``; trials go to brackets in a fixed
   cycle with each bracket's share of Hyperband's trial counts
@@ -118,11 +122,13 @@ class _Bracket:
         self.scores = [{} for _ in self.steps]
         self.promoted = [set() for _ in self.steps]
 
-    def candidate(self, mode: str, failed: set[int]) -> tuple[int, int] | None:
-        """(trial, rung it is promoted to), scanning from the top rung down."""
+    def candidate(self, mode: str, failed: set[int],
+                  draining: bool = False) -> tuple[int, int] | None:
+        """(trial, rung it is promoted to), scanning from the top rung down; ``draining``
+        rounds each rung's quota up instead of down."""
         for k in range(len(self.steps) - 2, -1, -1):
             scores = self.scores[k]
-            quota = len(scores) // self.eta
+            quota = -(-len(scores) // self.eta) if draining else len(scores) // self.eta
             if quota == 0:
                 continue
             best = sorted(scores, key=lambda n: (_key(scores[n], mode), n))[:quota]
@@ -145,6 +151,7 @@ class Policy:
         self.pruned: set[int] = set()  # ended for good (median)
         self.failed: set[int] = set()
         self.completed: set[int] = set()  # reached the training steps
+        self.draining = False  # no new trials will come (see `drain`)
         self.events: list[tuple] = []
 
     # -- events (each appended to `events`, which `replay` feeds back) -------------
@@ -168,6 +175,14 @@ class Policy:
         if step >= self.steps:
             self.completed.add(number)
         self._report(number, step, value)
+
+    def drain(self) -> None:
+        """No new trial will come: ASHA then promotes the best ⌈n_k/η⌉ of each rung
+        instead of ⌊n_k/η⌋ — the trials that are left get the steps new trials would
+        have had."""
+        if not self.draining:
+            self.events.append(("drain",))
+            self.draining = True
 
     def finish(self, number: int) -> None:
         """Train paused trial `number` to the end, outside the policy (the loop does this
@@ -258,7 +273,7 @@ class Asha(Policy):
     def next_job(self) -> tuple[int, int] | None:
         found: list[tuple[int, int, int]] = []
         for index, b in enumerate(self.brackets):
-            job = b.candidate(self.mode, self.failed)
+            job = b.candidate(self.mode, self.failed, self.draining)
             if job is not None:
                 found.append((-job[1], index, job[0]))
         if not found:
@@ -413,6 +428,8 @@ class _Registered:
 
     def promote(self, draining: bool = False) -> list[int]:
         p, named = self.policy_state, []
+        if draining:
+            p.drain()
         while (job := p.next_job()) is not None:
             p.issue(*job)
             named.append(job[0])
