@@ -22,12 +22,5 @@ from __future__ import annotations
 from .lowbit import adam8bit, adamw8bit, momentum8bit
 from .standard import adam, adamp, adamw, diffgrad, lion, sgd, stable_spam
 
-from .pausing import declare as _declare
-
-# Every kind trains through `common.train`, which can hand its Trainer to a pruner.
-_declare(tuple(f"optimizer.{k}" for k in ("sgd", "adam", "adamw", "lion", "adamp", "diffgrad",
-                                           "stable_spam", "adam8bit", "adamw8bit",
-                                           "momentum8bit")))
-
 __all__ = ["adam", "adam8bit", "adamp", "adamw", "adamw8bit", "diffgrad", "lion",
            "momentum8bit", "sgd", "stable_spam"]

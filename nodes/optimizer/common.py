@@ -77,19 +77,9 @@ def with_shared_fields(fn: Callable[..., Any]) -> Callable[..., Any]:
 def train(kind: str, make: Callable[[Any], Any], model: Model, data: Dataset, loss: Loss,
           val: Dataset | None, ctx: Context, *, steps: int, batch_size: int, device: str,
           schedule: Any, on_nonfinite: str, eval_every: int) -> Model:
-    """Run the shared loop (`training.fit`) with the optimizer `make(params)` builds.
+    """Run the shared loop (`training.fit`) with the optimizer `make(params)` builds."""
+    from .training import fit
 
-    Given a context with ``pause_training`` (`pausing`: a tuner with a ``pruner:``
-    starting the training) the same `Trainer` is handed over instead of run.
-    """
-    from .training import Trainer, fit
-
-    pause = getattr(ctx, "pause_training", None)
-    if pause is not None:
-        pause(Trainer(
-            model, data, loss, ctx, make_optimizer=make, steps=steps, batch_size=batch_size,
-            device=device, name=kind, schedule=_SCHEDULE.validate_python(schedule),
-            on_nonfinite=on_nonfinite, val=val, eval_every=eval_every))
     # The engine hands configs over as validated JSON: the schedule arrives as a dict.
     return fit(model, data, loss, ctx, make_optimizer=make, steps=steps, batch_size=batch_size,
                device=device, name=kind, schedule=_SCHEDULE.validate_python(schedule),
