@@ -235,7 +235,10 @@ class MemoryRecorder:
     # -- pruners (flowopt.tuning.records.PrunerRecorder) ------------------------------
     def record_pruner_events(self, run_id: str, node_id: str,
                              events: Iterable[Mapping[str, Any]],
-                             state: Mapping[str, Any] | None = None) -> None:
+                             state: Mapping[str, Any] | None = None,
+                             trials: Iterable[Any] = ()) -> None:
+        for trial in trials:
+            self.record_trial(trial)
         with self._lock:
             self.pruner.extend((run_id, node_id, dict(e)) for e in events)
             if state is not None:

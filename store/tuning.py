@@ -48,31 +48,32 @@ def _alive(status: str, host: str | None, pid: int | None, beat: datetime | None
     return (datetime.now(timezone.utc) - beat).total_seconds() < STALE_SECONDS
 
 
+def _upsert_trial(conn: Any, trial: Any) -> None:
+    """Write trial ``(run_id, node_id, number)`` in `conn`'s transaction (see record_trial)."""
+    key = {"run_id": trial.run_id, "node_id": trial.node_id, "number": trial.number}
+    values = {"trial_run_id": trial.trial_run_id, "params": dict(trial.params),
+              "objective": trial.objective, "status": trial.status,
+              "started_at": trial.started_at, "ended_at": trial.ended_at,
+              "seconds": trial.seconds, "error": trial.error,
+              "attributes": dict(trial.attributes),
+              "steps": getattr(trial, "steps", None), "rung": getattr(trial, "rung", None)}
+    changed = conn.execute(update(Trial).where(
+        Trial.run_id == trial.run_id, Trial.node_id == trial.node_id,
+        Trial.number == trial.number).values(**values)).rowcount
+    if not changed:
+        conn.execute(insert(Trial), [{**key, **values}])
+    if trial.trial_run_id:
+        conn.execute(update(Run).where(Run.id == trial.trial_run_id,
+                                       Run.parent_run_id.is_(None))
+                     .values(parent_run_id=trial.run_id))
+
+
 class TuningStore:
     engine: Any
 
     def record_trial(self, trial: Any) -> None:
         """Insert or update trial ``(run_id, node_id, number)``; set its child run's parent."""
-        key = {"run_id": trial.run_id, "node_id": trial.node_id, "number": trial.number}
-        values = {"trial_run_id": trial.trial_run_id, "params": dict(trial.params),
-                  "objective": trial.objective, "status": trial.status,
-                  "started_at": trial.started_at, "ended_at": trial.ended_at,
-                  "seconds": trial.seconds, "error": trial.error,
-                  "attributes": dict(trial.attributes),
-                  "steps": getattr(trial, "steps", None), "rung": getattr(trial, "rung", None)}
-
-        def write(conn: Any) -> None:
-            changed = conn.execute(update(Trial).where(
-                Trial.run_id == trial.run_id, Trial.node_id == trial.node_id,
-                Trial.number == trial.number).values(**values)).rowcount
-            if not changed:
-                conn.execute(insert(Trial), [{**key, **values}])
-            if trial.trial_run_id:
-                conn.execute(update(Run).where(Run.id == trial.trial_run_id,
-                                               Run.parent_run_id.is_(None))
-                             .values(parent_run_id=trial.run_id))
-
-        self._write(write)  # type: ignore[attr-defined]
+        self._write(lambda conn: _upsert_trial(conn, trial))  # type: ignore[attr-defined]
 
     def _tuning_rows(self, pipeline: str, exclude_run: str, node_id: str | None = None) -> list:
         query = (select(Trial.__table__, Run.started_at.label("run_started_at"),
@@ -107,8 +108,9 @@ class TuningStore:
         return one_per_child(_trial_info(r) for r in rows)
 
     def record_pruner_events(self, run_id: str, node_id: str, events: Any,
-                             state: Any = None) -> None:
-        """Append a tuner's pruner log and replace its pruner's state, in one transaction
+                             state: Any = None, trials: Any = ()) -> None:
+        """Append a tuner's pruner log, replace its pruner's state and write the trial
+        rows the decision changed, in one transaction
         (`flowopt.tuning.records.PrunerRecorder`)."""
         now = datetime.now(timezone.utc)
         rows = [{"run_id": run_id, "node_id": node_id, "event": e["event"],
@@ -117,6 +119,8 @@ class TuningStore:
                  "logged_at": now} for e in events]
 
         def write(conn: Any) -> None:
+            for trial in trials:
+                _upsert_trial(conn, trial)
             if rows:
                 conn.execute(insert(PrunerEvent), rows)
             if state is not None:

@@ -101,6 +101,8 @@ class PrunedSearch:
         self.live: OrderedDict[int, TrialTraining] = OrderedDict()  # parked, by trial
         self.keep = 2 * loop.config.parallel
         self.pruner: Any = None
+        self._events: list[dict[str, Any]] = []  # log entries not written yet
+        self._rows: dict[int, FrozenTrial] = {}  # trial rows not written yet
 
     def _new_pruner(self, state: Any = None) -> Any:
         return self.pruner_cls(self.pruner_config, mode=self.mode, max_steps=self.steps,
@@ -122,6 +124,7 @@ class PrunedSearch:
             while True:
                 while not stop and len(running) < loop.config.parallel:
                     if queue:
+                        self._flush()  # a decision is in the store before it is acted on
                         job = queue.pop(0)
                         running[pool.submit(self._job, *job)] = job[0]
                         continue
@@ -152,6 +155,7 @@ class PrunedSearch:
                 for future in done:
                     running.pop(future)
                     stop = self._take(future.result(), queue) or stop
+                    self._flush()
                 if loop.host.cancel.is_set():
                     stop = True
         except KeyboardInterrupt:
@@ -166,6 +170,7 @@ class PrunedSearch:
             if self.trials[n].status == "paused":
                 self._log([{"event": "end", "number": n, "status": "pruned"}])
                 self._end(n, "pruned")
+        self._flush()
         return loop._result()
 
     def _until(self, n: int) -> int:
@@ -173,9 +178,17 @@ class PrunedSearch:
 
     # -- the log, rows and tells (loop thread) ----------------------------------------
     def _log(self, events: list[dict[str, Any]]) -> None:
-        """Write log entries with the pruner's state after them, in one transaction."""
-        self.recorder.record_pruner_events(self.loop.run_id, self.loop.node.id, events,
-                                           self.pruner.state())
+        """Log entries, written by the next `_flush`."""
+        self._events.extend(events)
+
+    def _flush(self) -> None:
+        """Write what one decision changed — log entries, trial rows — with the pruner's
+        state after it, in one transaction, before the loop acts on it."""
+        if self._events or self._rows:
+            self.recorder.record_pruner_events(
+                self.loop.run_id, self.loop.node.id, self._events, self.pruner.state(),
+                trials=list(self._rows.values()))
+            self._events, self._rows = [], {}
 
     def _tell(self, info: FrozenTrial, value: float | None, status: str) -> None:
         """Tell the strategy (once per trial), and log it: a resumed run re-tells exactly
@@ -198,8 +211,9 @@ class PrunedSearch:
             attributes={**loop.attributes, "pruner": loop.config.pruner["name"]}))
 
     def _record(self, info: FrozenTrial) -> None:
+        """Keep a trial's new row; written by the next `_flush`."""
         self.trials[info.number] = info
-        self.recorder.record_trial(info)
+        self._rows[info.number] = info
 
     def _status(self, n: int, status: str, **changes: Any) -> FrozenTrial:
         info = replace(self.trials[n], status=status, rung=self.pruner.rung(n), **changes)
@@ -359,6 +373,9 @@ class PrunedSearch:
                 loop.strategy.tell(Observation(
                     number=n, params=dict(self.trials[n].params), values=event["value"],
                     status=event["status"], steps=self.trials[n].steps))
+        self._rows = {}  # the copies are written with the state, at once
+        self.recorder.record_pruner_events(loop.run_id, loop.node.id, [], None,
+                                           trials=[self.trials[n] for n in sorted(self.trials)])
         # jobs in flight when the run was killed: from their last checkpoint (or step 0)
         return [(n, until) for n, until in inflight.items() if n in self.trials]
 

@@ -216,15 +216,18 @@ EVENT_FIELDS = ("member", "step", "event", "new_params", "old_params", "from_mem
 class PrunerRecorder(CheckpointRecorder, Protocol):
     """What a tuner with a pruner (`flowopt.tuning.pruning`) writes besides trials: its
     log, in order — each entry ``{event, number, step, value, checkpoint_id, status}``
-    (a trial added or resumed up to ``step``, a report with the paused state's
-    checkpoint, a tell, a failure) — and, in the same transaction, the pruner's
-    `Pruner.state` after it; plus the checkpoints of paused trials. A killed run is
-    continued from both. `flowopt.store.Store` and `MemoryRecorder` have it."""
+    (a trial started or resumed up to ``step``, a report with the paused state's
+    checkpoint and the decision, a tell, an end) — and, in the same transaction, the
+    pruner's `Pruner.state` after it and the trial rows the decision changed; plus the
+    checkpoints of paused trials. A killed run is continued from them.
+    `flowopt.store.Store` and `MemoryRecorder` have it."""
 
     def record_pruner_events(self, run_id: str, node_id: str,
                              events: Iterable[Mapping[str, Any]],
-                             state: Mapping[str, Any] | None = None) -> None:
-        """Append events at once and, if given, replace the pruner's stored state."""
+                             state: Mapping[str, Any] | None = None,
+                             trials: Iterable[FrozenTrial] = ()) -> None:
+        """Append events, replace the pruner's stored state (if given) and write `trials`
+        (as `TrialRecorder.record_trial`), all at once."""
 
     def pruner_events(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
         """A tuner's pruner log in a run, in the order it was recorded."""
