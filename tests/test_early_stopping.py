@@ -293,3 +293,30 @@ def test_a_pruner_with_several_objectives_is_refused(tmp_path):
             f"nodes.tune.with.pruner={ASHA}"]))
     assert caught.value.key == "nodes.tune.with.pruner"
     assert "a pruner needs one objective, got 2" in str(caught.value)
+
+
+def test_runs_show_json_gives_each_trial_its_steps_and_rung(tmp_path):
+    """Without a pruner a trial trained in full reports its steps and no rung; with one,
+    the steps it ran and the rung it reached; statuses include pruned."""
+    def show(*extra):
+        store = tmp_path / f"store{len(extra)}"
+        done = subprocess.run([sys.executable, "-m", "flowopt", "run", str(PIPELINE), "--store",
+                               str(store), "--json", "-s", "nodes.train.with.steps=30",
+                               "-s", "nodes.tune.with.trials=4", *extra],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        run_id = json.loads(done.stdout)["run_id"]
+        shown = subprocess.run([sys.executable, "-m", "flowopt", "runs", "show", run_id,
+                                "--store", str(store), "--json"],
+                               capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        return json.loads(shown.stdout)["trials"]
+
+    plain = show()
+    assert [(t["status"], t["steps"], t["rung"]) for t in plain] == [("succeeded", 30, None)] * 4
+    pruned = show("-s", "nodes.tune.with.pruner={name: asha, min_steps: 10}")
+    assert {t["status"] for t in pruned} <= {"succeeded", "pruned"}
+    assert "pruned" in {t["status"] for t in pruned}
+    for t in pruned:
+        assert t["steps"] == (10, 30)[t["rung"]] and isinstance(t["steps"], int)
+        assert (t["status"] == "succeeded") == (t["rung"] == 1)

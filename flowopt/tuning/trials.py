@@ -88,6 +88,14 @@ def _native(value: Any) -> Any:
     return value
 
 
+def _steps(graph: Any, node_id: str | None) -> int | None:
+    """The training steps of `node_id` in a trial's graph (None without a training node)."""
+    if node_id is None:
+        return None
+    node = graph.nodes[node_id]
+    return int(node.config[node.kind.training.steps])
+
+
 class TuningLoop:
     """Runs one tuner node to completion (see the module docstring for the policy).
 
@@ -102,6 +110,8 @@ class TuningLoop:
         self.inputs, self.done = inputs, done  # the frontier: values or refs; refs
         self.graph = host.graph
         self.plan = self.graph.owners[node.id]
+        # a trial trained in full consumed its training node's steps (None: no such node)
+        self.train_id = self.plan.training[0] if len(self.plan.training) == 1 else None
         self.config, strategy_config = split_config(node.kind.name, dict(node.config))
         self.strategy = strategy_class(node.kind.name)(
             self.plan.space, mode=strategy_mode(self.config), seed=node.seed,
@@ -237,7 +247,8 @@ class TuningLoop:
             ended = self._end(info, start, status="failed", values=None,
                               error=f"the objective '{self.plan.metric}' is not finite ({objective})")
         else:
-            ended = self._end(info, start, status="succeeded", values=(float(objective),))
+            ended = self._end(info, start, status="succeeded", values=(float(objective),),
+                              steps=_steps(graph, self.train_id))
         return _Done(ended.info, outputs)
 
     def _end(self, info: TrialInfo, start: float, **changes: Any) -> _Done:
