@@ -4,13 +4,13 @@ strategy was told) are kept in order, with the pruner's state as of its last dec
 so that a killed run resumes with its brackets intact.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
