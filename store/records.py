@@ -132,7 +132,7 @@ class TrialRecord:
     trial_run_id: str | None
     seconds: float = 0.0
     error: str | None = None
-    steps: int = 0  # training steps run for the trial (counted with a pruner)
+    steps: int = 0  # training steps the trial ran (0: unknown, e.g. it failed)
     rung: int | None = None  # with a pruner: the last rung reached
 
     def to_json(self) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from flowopt.graph import compile_pipeline
 from flowopt.recording import MemoryRecorder
 from flowopt.scheduler import Scheduler
 from flowopt.spec import load_spec
-from flowopt.tuning.pruners import AshaConfig, make_pruner, replay
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "pipelines" / "tune_random.yaml"
@@ -100,7 +99,6 @@ def test_parallel_trials_keep_the_promotion_rule_and_never_retrain_a_step():
     graph, recorder, result = run(*overrides(trials=12, parallel=3))
     assert result.status == "succeeded", result.error
     events = events_of(recorder, result.run_id)
-    # replaying the stored events through the policy checks each promotion as it was made
     # the log, read in order, checks each promotion against the rung as it was when made
     rung: dict[int, dict[int, float]] = {}
     promoted: set[tuple[int, int]] = set()

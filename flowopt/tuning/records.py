@@ -247,5 +247,5 @@ class TuningRecorder(TrialRecorder, PopulationRecorder, Protocol):
 
 
 __all__ = ["EVENT_FIELDS", "FINISHED", "STATUSES", "CheckpointRecorder", "FrozenTrial",
-           "PopulationRecorder", "PrunerRecorder", "Trial", "TrialInfo", "TrialRecorder", "TuningRecorder",
-           "newest_run", "one_per_child"]
+           "PopulationRecorder", "PrunerRecorder", "Trial", "TrialInfo", "TrialRecorder",
+           "TuningRecorder", "newest_run", "one_per_child"]
