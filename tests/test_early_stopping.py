@@ -318,3 +318,21 @@ def test_runs_show_json_gives_each_trial_its_steps_and_rung(tmp_path):
     for t in pruned:
         assert t["steps"] == (10, 30)[t["rung"]] and isinstance(t["steps"], int)
         assert (t["status"] == "succeeded") == (t["rung"] == 1)
+
+
+def test_hyperband_starts_each_trial_at_its_brackets_first_rung():
+    """Brackets (10, 30, 90) and (30, 90) share trials 6:3 (Hyperband's counts); a trial
+    first reports at its bracket's first rung and never trains a step twice."""
+    graph, recorder, result = run(*overrides(
+        trials=9, parallel=2, pruner="{name: hyperband, min_steps: 10, reduction_factor: 3}"))
+    assert result.status == "succeeded", result.error
+    reports: dict[int, list[int]] = {}
+    for e in events_of(recorder, result.run_id):
+        if e["event"] == "report":
+            reports.setdefault(e["number"], []).append(e["step"])
+    assert {n: steps[0] for n, steps in reports.items()} == {n: 10 if n < 6 else 30
+                                                             for n in range(9)}
+    for trial in trials_of(recorder):
+        stops = reports[trial.number]
+        assert stops == sorted(set(stops)) and trial.steps == stops[-1]
+        assert trial.status == ("succeeded" if stops[-1] == 90 else "pruned")
