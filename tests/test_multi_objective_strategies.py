@@ -189,3 +189,14 @@ def test_nehvi_batches_are_distinct_and_still_good():
     values = run(BayesOpt, branin_currin, 2, 24, 0, parallel=3)
     assert len({tuple(v) for v in values}) == 24
     assert hypervolume(values, ref) > 45.0      # measured 53.7
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 40), st.booleans(), st.integers(0, 2**32 - 1))
+def test_numba_front_mask_equals_the_quadratic_reference(d, n, coarse, seed):
+    from flowopt.tuning.hypervolume import front_mask
+
+    losses = np.random.default_rng(seed).random((n, d))
+    if coarse:
+        losses = np.round(losses * 3) / 3
+    np.testing.assert_array_equal(front_mask(losses), reference_mask(losses))

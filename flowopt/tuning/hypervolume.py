@@ -305,6 +305,32 @@ def hvi_batch(fronts, sizes, values, ref):
     return out
 
 
+@njit(cache=True)
+def front_mask(points):
+    """Rows no other row dominates (minimisation; equal rows all kept), by the same
+    sort-and-cull as `flowopt.tuning.pareto.pareto_mask` — for the many small fronts
+    of posterior samples, where the numpy version's per-row overhead dominates."""
+    n, d = points.shape
+    order = np.argsort(points[:, d - 1], kind="mergesort")
+    for j in range(d - 2, -1, -1):      # lexicographic: stable sorts, last key first
+        order = order[np.argsort(points[order, j], kind="mergesort")]
+    mask = np.zeros(n, dtype=np.bool_)
+    kept = np.empty(n, dtype=np.int64)
+    count = 0
+    for idx in range(n):
+        i = order[idx]
+        dominated = False
+        for k in range(count):
+            if _dominates(points[kept[k]], points[i]):
+                dominated = True
+                break
+        if not dominated:
+            kept[count] = i
+            count += 1
+            mask[i] = True
+    return mask
+
+
 def hypervolume(points: np.ndarray, ref: np.ndarray) -> float:
     """Exact hypervolume of `points` (n × d, minimisation) below `ref` (d)."""
     pts = np.ascontiguousarray(np.asarray(points, dtype=np.float64).reshape(-1, len(ref)))
@@ -319,4 +345,4 @@ def hypervolume(points: np.ndarray, ref: np.ndarray) -> float:
     return float(_hv(pts, r))
 
 
-__all__ = ["hvi_batch", "hvi_point", "hypervolume"]
+__all__ = ["front_mask", "hvi_batch", "hvi_point", "hypervolume"]

@@ -225,7 +225,9 @@ class _NEHVI:
             self.base[:, :, j] = -(mean[None, :] + self.zb[j] @ L.T)
         self.sla = sla
         # per sample, the front of the sampled baseline losses
-        fronts = [b[pareto_mask(b)] for b in self.base]
+        from flowopt.tuning.hypervolume import front_mask
+
+        fronts = [b[front_mask(np.ascontiguousarray(b))] for b in self.base]
         size = max(len(f) for f in fronts)
         self.fronts = np.full((samples, size, m), np.inf)
         self.sizes = np.array([len(f) for f in fronts], dtype=np.int64)

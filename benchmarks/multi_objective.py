@@ -1,0 +1,183 @@
+"""Multi-objective tuning: flowopt's strategies vs Optuna 5's samplers, by hypervolume.
+
+Every tuner runs in one process through its ask/tell interface on the same functions,
+seeds and budgets, all objectives minimised:
+
+* BraninCurrin (2 params on [0, 1]², 2 objectives; reference point [18, 6], the largest
+  hypervolume 59.36 — BoTorch's test problem);
+* ZDT1 with 6 params (2 objectives; reference [11, 11]; the front's hypervolume ≈ 120.67);
+* DTLZ2 with 6 params and 3 objectives (reference [1.1, 1.1, 1.1]; ≈ 0.8074).
+
+Tuners: flowopt ``tuner.bayesopt`` with several objectives (NEHVI), ``tuner.nsga2`` and
+``tuner.random``; Optuna's default ``TPESampler``, ``NSGAIISampler``, ``GPSampler`` (log
+EHVI for several objectives) and ``RandomSampler``. The **hypervolume** of the first 25 /
+50 / 100 evaluations is exact (`flowopt.tuning.pareto.hypervolume`, checked against
+brute force in tests/test_hypervolume.py), reported as the mean over seeds. **Overhead
+per trial** is the tuner's own time (ask + the params' suggestion + tell) averaged over
+the ten trials that end at 100 observations.
+
+Usage (from the repository root, in the venv with the ``bench`` extra)::
+
+    python benchmarks/multi_objective.py                      # 5 seeds, 100 evaluations
+    python benchmarks/multi_objective.py --seeds 2 --evals 50 --tuners flowopt-bayesopt optuna-gp
+    python benchmarks/multi_objective.py --json out.json      # the raw numbers too
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from flowopt.spec import Domain
+from flowopt.tuning.pareto import hypervolume
+
+BUDGETS = (25, 50, 100)
+
+
+# -- problems (minimised) ------------------------------------------------------------------
+def branin_currin(x: np.ndarray) -> tuple[float, ...]:
+    u, v = 15 * x[0] - 5, 15 * x[1]
+    b = (v - 5.1 / (4 * math.pi ** 2) * u ** 2 + 5 / math.pi * u - 6) ** 2 \
+        + 10 * (1 - 1 / (8 * math.pi)) * math.cos(u) + 10
+    x0, x1 = x[0], x[1]
+    c = (1 - math.exp(-1 / (2 * x1))) if x1 > 0 else 1.0
+    c *= (2300 * x0 ** 3 + 1900 * x0 ** 2 + 2092 * x0 + 60) / (100 * x0 ** 3 + 500 * x0 ** 2 + 4 * x0 + 20)
+    return float(b), float(c)
+
+
+def zdt1(x: np.ndarray) -> tuple[float, ...]:
+    g = 1 + 9 * float(np.mean(x[1:]))
+    return float(x[0]), float(g * (1 - math.sqrt(x[0] / g)))
+
+
+def dtlz2(x: np.ndarray) -> tuple[float, ...]:
+    g = float(np.sum((x[2:] - 0.5) ** 2))
+    a, b = x[0] * math.pi / 2, x[1] * math.pi / 2
+    return ((1 + g) * math.cos(a) * math.cos(b), (1 + g) * math.cos(a) * math.sin(b),
+            (1 + g) * math.sin(a))
+
+
+PROBLEMS: dict[str, tuple[int, Callable[[np.ndarray], tuple[float, ...]], list[float]]] = {
+    "branin_currin": (2, branin_currin, [18.0, 6.0]),
+    "zdt1": (6, zdt1, [11.0, 11.0]),
+    "dtlz2": (6, dtlz2, [1.1, 1.1, 1.1]),
+}
+
+
+# -- tuners --------------------------------------------------------------------------------
+def run_flowopt(kind: str, dims: int, fn: Callable, n_obj: int, evals: int, seed: int,
+                ref: list[float]) -> tuple[list[tuple[float, ...]], list[float]]:
+    from flowopt.nodes.tuner.bayesopt import BayesOpt
+    from flowopt.nodes.tuner.nsga2 import NSGA2
+    from flowopt.nodes.tuner.random import RandomSearch
+    from flowopt.nodes.tuner.strategy import Observation
+
+    cls = {"bayesopt": BayesOpt, "nsga2": NSGA2, "random": RandomSearch}[kind]
+    space = {f"x{i}": Domain(low=0.0, high=1.0) for i in range(dims)}
+    strat = cls(space, mode=("min",) * n_obj, seed=seed, budget=evals, config=cls.Config())
+    values, seconds = [], []
+    for number in range(evals):
+        start = time.perf_counter()
+        params = strat.ask([])
+        spent = time.perf_counter() - start
+        y = fn(np.array([params[f"x{i}"] for i in range(dims)]))
+        start = time.perf_counter()
+        strat.tell(Observation(number=number, params=params, values=y, status="succeeded"))
+        seconds.append(spent + time.perf_counter() - start)
+        values.append(y)
+    return values, seconds
+
+
+def run_optuna(kind: str, dims: int, fn: Callable, n_obj: int, evals: int, seed: int,
+               ref: list[float]) -> tuple[list[tuple[float, ...]], list[float]]:
+    import optuna
+
+    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+               "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+               "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+               "random": lambda: optuna.samplers.RandomSampler(seed=seed)}[kind]()
+    study = optuna.create_study(directions=["minimize"] * n_obj, sampler=sampler)
+    values, seconds = [], []
+    for _ in range(evals):
+        start = time.perf_counter()
+        trial = study.ask()
+        x = np.array([trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(dims)])
+        spent = time.perf_counter() - start
+        y = fn(x)
+        start = time.perf_counter()
+        study.tell(trial, list(y))
+        seconds.append(spent + time.perf_counter() - start)
+        values.append(y)
+    return values, seconds
+
+
+TUNERS = {
+    "flowopt-bayesopt": lambda *a: run_flowopt("bayesopt", *a),
+    "flowopt-nsga2": lambda *a: run_flowopt("nsga2", *a),
+    "flowopt-random": lambda *a: run_flowopt("random", *a),
+    "optuna-tpe": lambda *a: run_optuna("tpe", *a),
+    "optuna-nsga2": lambda *a: run_optuna("nsga2", *a),
+    "optuna-gp": lambda *a: run_optuna("gp", *a),
+    "optuna-random": lambda *a: run_optuna("random", *a),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--evals", type=int, default=100)
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--tuners", nargs="+", default=list(TUNERS), choices=list(TUNERS))
+    parser.add_argument("--json", help="also write the raw numbers to this file")
+    args = parser.parse_args(argv)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        logging.getLogger("optuna").setLevel(logging.ERROR)
+        optuna_version = optuna.__version__
+    except ImportError:
+        optuna_version = "not installed"
+        args.tuners = [t for t in args.tuners if not t.startswith("optuna")]
+    budgets = [b for b in BUDGETS if b <= args.evals] or [args.evals]
+    print(f"# multi-objective benchmark: {args.seeds} seeds, {args.evals} evaluations; "
+          f"optuna {optuna_version}; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cpus", flush=True)
+    raw: dict[str, Any] = {}
+    for problem in args.problems:
+        dims, fn, ref = PROBLEMS[problem]
+        n_obj = len(ref)
+        print(f"\n## {problem} (reference {ref})\n", flush=True)
+        header = " | ".join(f"HV@{b}" for b in budgets)
+        print(f"| tuner | {header} | overhead per trial at {args.evals} (ms) |")
+        print("|---|" + "---|" * len(budgets) + "---|", flush=True)
+        for tuner in args.tuners:
+            hvs: dict[int, list[float]] = {b: [] for b in budgets}
+            overhead = []
+            for seed in range(args.seeds):
+                values, seconds = TUNERS[tuner](dims, fn, n_obj, args.evals, seed, ref)
+                arr = np.array(values)
+                for b in budgets:
+                    hvs[b].append(hypervolume(arr[:b], np.array(ref)))
+                overhead.append(statistics.mean(seconds[-10:]))
+            raw.setdefault(problem, {})[tuner] = {"hv": hvs, "overhead": overhead}
+            cells = " | ".join(f"{statistics.mean(hvs[b]):.4g} ± {statistics.pstdev(hvs[b]):.2g}"
+                               for b in budgets)
+            print(f"| {tuner} | {cells} | {1000 * statistics.mean(overhead):.1f} |", flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(raw, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
