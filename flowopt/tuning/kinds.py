@@ -39,6 +39,18 @@ _FACTORIES: dict[str, NodeFactory] = {}
 _lock = threading.Lock()
 
 
+def _mode(value: Any) -> Any:
+    """``max`` / ``min``, or a non-empty list of them (one per objective)."""
+    items = value if isinstance(value, list) else [value]
+    if not items or any(item not in ("max", "min") for item in items):
+        raise ValueError("Input should be 'max' or 'min' (or a list of them, one per "
+                         f"objective), got {value!r}")
+    return value
+
+
+Modes = Annotated[Any, pydantic.AfterValidator(_mode)]
+
+
 class TunerConfig(pydantic.BaseModel):
     """The framework's `with:` fields, shared by every tuner kind.
 
@@ -51,11 +63,13 @@ class TunerConfig(pydantic.BaseModel):
     """
 
     model_config = pydantic.ConfigDict(extra="forbid")
-    mode: Literal["max", "min"]
+    mode: Modes
     trials: Annotated[int, Field(ge=1)]
     parallel: Annotated[int, Field(ge=1)] = 1
     max_failures: Annotated[int, Field(ge=0)] | None = None
     warm_start: bool = False
+    #: several objectives: the hypervolume's reference point (objective units); None infers it
+    reference_point: list[Any] | None = None
 
 
 class TrainingTunerConfig(pydantic.BaseModel):
@@ -115,13 +129,28 @@ def register_strategy(kind: str, strategy: "type[Strategy]") -> NodeKind:
             name=kind, version=int(getattr(strategy, "version", 1)), fn=_not_called,
             inputs=(Port("objective", Metric),),
             outputs=(Port("params", Any), Port("objective", Metric),
-                     *getattr(strategy, "extra_outputs", ())),
-            config=_config_model(kind, strategy), metrics=("objective",), deterministic=False,
+                     *getattr(strategy, "extra_outputs", ()), *_pareto_ports(strategy)),
+            config=_config_model(kind, strategy),
+            metrics=("objective", "hypervolume") if _multi(strategy) else ("objective",),
+            deterministic=False,
             wants_context=False, doc=(strategy.__doc__ or "").strip())
         REGISTRY.add(node_kind)
         _STRATEGIES[kind] = strategy
         _FACTORIES[kind] = NodeFactory(node_kind)
     return node_kind
+
+
+def _multi(strategy: type) -> bool:
+    return bool(getattr(strategy, "multi_objective", False))
+
+
+def _pareto_ports(strategy: type) -> tuple[Port, ...]:
+    """A multi-objective strategy's kind also outputs the front (`objectives.PARETO_PORTS`),
+    optional: a run with one objective produces none of them."""
+    if not _multi(strategy):
+        return ()
+    return (Port("pareto", Any, True), Port("hypervolume", Metric, True),
+            Port("reference_point", Any, True))
 
 
 def _qualname(cls: type) -> str:

@@ -123,7 +123,8 @@ def check_reference_point(point: Sequence[float] | None, count: int) -> str | No
     for value in point:
         if not isinstance(value, (int, float)) or isinstance(value, bool) \
                 or not math.isfinite(float(value)):
-            return f"reference_point values must be finite numbers, got {value!r}"
+            shown = "NaN or null" if value is None else repr(value)
+            return f"reference_point values must be finite numbers, got {shown}"
     return None
 
 
