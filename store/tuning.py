@@ -30,6 +30,7 @@ def _trial_info(row: Any) -> Any:
     return TrialInfo(run_id=row["run_id"], node_id=row["node_id"], number=row["number"],
                      params=row["params"] or {}, status=row["status"],
                      trial_run_id=row["trial_run_id"], objective=row["objective"],
+                     values=None if row.get("objectives") is None else tuple(row["objectives"]),
                      started_at=row["started_at"], ended_at=row["ended_at"],
                      seconds=row["seconds"] or 0.0, error=row["error"],
                      attributes=row["attributes"] or {})
@@ -54,6 +55,8 @@ class TuningStore:
         key = {"run_id": trial.run_id, "node_id": trial.node_id, "number": trial.number}
         values = {"trial_run_id": trial.trial_run_id, "params": dict(trial.params),
                   "objective": trial.objective, "status": trial.status,
+                  "objectives": list(trial.values) if trial.values and len(trial.values) > 1
+                  else None,
                   "started_at": trial.started_at, "ended_at": trial.ended_at,
                   "seconds": trial.seconds, "error": trial.error,
                   "attributes": dict(trial.attributes)}

@@ -38,6 +38,8 @@ class TrialInfo:
     seconds: float = 0.0
     error: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    #: several objectives, in order (``objective`` is then the first); None with one
+    values: tuple[float, ...] | None = None
 
     @property
     def finished(self) -> bool:
@@ -48,9 +50,14 @@ class TrialInfo:
         return replace(self, run_id=run_id, attributes={**self.attributes, **attributes})
 
     def to_json(self) -> dict[str, Any]:
-        return {"number": self.number, "params": dict(self.params), "objective": self.objective,
+        data = {"number": self.number, "params": dict(self.params), "objective": self.objective,
                 "status": self.status, "node": self.node_id, "trial_run_id": self.trial_run_id,
                 "seconds": self.seconds, "error": self.error}
+        if self.values is not None and len(self.values) > 1:
+            del data["objective"]
+            data["objectives"] = [v if v == v and abs(v) != float("inf") else None
+                                  for v in self.values]
+        return data
 
 
 class TrialRecorder(Protocol):

@@ -53,6 +53,7 @@ from flowopt.executors import default_workers, make_executor
 from flowopt.recording import ArtifactRef, RunInfo, utcnow
 
 from .kinds import split_config, strategy_class
+from .objectives import front_result, trial_values
 from .records import TrialInfo
 from .subgraph import trial_spec
 
@@ -72,9 +73,10 @@ class _Done:
 def _observation(info: TrialInfo) -> Any:
     from flowopt.nodes.tuner.strategy import Observation
 
+    ok = info.status == "succeeded"
     return Observation(number=info.number, params=dict(info.params),
-                       objective=info.objective if info.status == "succeeded" else None,
-                       status=info.status)
+                       objective=info.objective if ok else None, status=info.status,
+                       values=tuple(info.values) if ok and info.values is not None else None)
 
 
 def _native(value: Any) -> Any:
@@ -97,9 +99,14 @@ class TuningLoop:
         self.graph = host.compiled
         self.plan = self.graph.tuners[node.id]
         self.config, strategy_config = split_config(node.kind.name, dict(node.config))
+        mode = self.config.mode
+        self.modes = [mode] if isinstance(mode, str) else list(mode)
+        self.multi = len(self.plan.objectives) > 1
         self.strategy = strategy_class(node.kind.name)(
-            self.plan.space, mode=self.config.mode, seed=node.seed, budget=self.config.trials,
-            config=strategy_config)
+            self.plan.space, mode=tuple(self.modes) if self.multi else self.modes[0],
+            seed=node.seed, budget=self.config.trials, config=strategy_config)
+        if self.multi and hasattr(self.strategy, "reference_point"):
+            self.strategy.reference_point = self.config.reference_point
         owned = set(self.plan.owned)
         # Outputs of the nodes the params do not reach, by cache key: a trial's scheduler
         # finds them here (they ran once, in the tuning run) instead of running them.
@@ -172,7 +179,7 @@ class TuningLoop:
         if info.status == "failed":
             self.failures += 1
             self.last_error = info.error
-        best = self._best()
+        best = None if self.multi else self._best()
         self.host.emit("node_progress", node_id=self.node.id, step=len(self.finished),
                        total=self.config.trials,
                        info={"trial": info.number, "best": best.info.objective if best else None})
@@ -210,6 +217,12 @@ class TuningLoop:
         outputs = {nid: dict(result.nodes[nid].outputs) for nid in self.plan.owned
                    if nid in result.nodes}
         objective = result.metrics.get(self.plan.metric)
+        if self.multi and result.status == "succeeded":
+            values, error = trial_values(result.metrics, self.plan.metrics)
+            first = values[0] if values and error is None else None
+            ended = self._end(info, start, status="failed" if error else "succeeded",
+                              objective=first, values=values, error=error)
+            return _Done(ended.info, outputs)
         if result.status != "succeeded":
             where = f"node '{result.failed_node}': " if result.failed_node else ""
             ended = self._end(info, start, status="failed", error=f"{where}{result.error}")
@@ -265,7 +278,13 @@ class TuningLoop:
         if limit is not None and self.failures > limit:
             raise TuningFailed(f"tuner '{self.node.id}' stopped: {self.failures} trials failed "
                                f"(max_failures {limit}); last error: {self.last_error}")
-        best = self._best()
+        front = None
+        if self.multi:
+            front = front_result([d.info for d in self.finished.values()], self.modes,
+                                 self.config.reference_point)
+            best = self.finished[front["best"].number] if front is not None else None
+        else:
+            best = self._best()
         if best is None:
             raise TuningFailed(f"tuner '{self.node.id}': no trial succeeded "
                                f"({len(self.finished)} failed); last error: {self.last_error}")
@@ -274,11 +293,17 @@ class TuningLoop:
             outputs = self.host.recorder.run_outputs(best.info.trial_run_id)
         values: dict[str, Any] = {"params": dict(best.info.params),
                                   "objective": float(best.info.objective)}
+        if front is not None:
+            values.update(pareto=front["pareto"], hypervolume=float(front["hypervolume"]),
+                          reference_point=front["reference_point"])
         refs = self.host.recorder.save_outputs(self.node.id, values)
         for nid in self.plan.owned:
             for port, ref in outputs.get(nid, {}).items():
                 values[f"{nid}.{port}"] = refs[f"{nid}.{port}"] = ref
-        return values, refs, {"objective": values["objective"]}
+        metrics = {"objective": values["objective"]}
+        if front is not None:
+            metrics["hypervolume"] = values["hypervolume"]
+        return values, refs, metrics
 
 
 class TrialScope:
@@ -335,6 +360,12 @@ def tuning_best(graph: Any, results: Mapping[str, Any], recorder: Any) -> dict[s
     for tid in graph.tuners:
         result = results.get(tid)
         if result is None or result.status not in ("succeeded", "cached"):
+            continue
+        if "pareto" in result.outputs:
+            best = {"node": tid, "pareto": [{k: v for k, v in p.items() if k != "trial_run_id"}
+                                            for p in recorder.load(result.outputs["pareto"])],
+                    "hypervolume": recorder.load(result.outputs["hypervolume"]),
+                    "reference_point": recorder.load(result.outputs["reference_point"])}
             continue
         best = {"node": tid, "params": recorder.load(result.outputs["params"]),
                 "objective": recorder.load(result.outputs["objective"])}

@@ -55,6 +55,7 @@ class Observation:
     params: Mapping[str, Any]
     objective: float | None  # None when the trial failed or was non-finite
     status: str  # "succeeded" | "failed"
+    values: tuple[float, ...] | None = None  # several objectives (None: failed or infeasible)
 
 
 class NoConfig(pydantic.BaseModel):
