@@ -215,6 +215,8 @@ nodes:
      "tuner.nsga2 needs two or more objectives; 'tune' has one"),
     ("tuner.nsga2", "[f.a, f.b]", "{mode: [min, min], trials: 4, population_size: 3}",
      "nodes.tune.with.population_size", "bad value 3: Input should be greater than or equal to 4"),
+    ("tuner.random", "[f.a, f.b]", "{mode: [min, min], trials: 4, pruner: {name: median}}",
+     "nodes.tune.with.pruner", "tuner 'tune': a pruner needs one objective, got 2"),
 ])
 def test_bad_multi_objective_input_exits_2_with_one_line_and_stores_nothing(
         tmp_path, kind, objective, config, key, message):
