@@ -169,7 +169,8 @@ def test_the_store_keeps_every_trials_objectives(store_dir):
     # each Pareto trial's outputs are reachable as the artifacts of its child run
     for entry in store.load(result.nodes["tune"].outputs["pareto"]):
         child = store.run(entry["trial_run_id"])
-        assert any(a.node == "f" for a in child.artifacts)
+        produced = {f"{a.node}.{a.port}": a.id for a in child.artifacts if a.node == "f"}
+        assert produced and entry["artifacts"] == produced
 
 
 def test_python_api_takes_a_list_of_objectives_and_round_trips_to_yaml(tmp_path):

@@ -46,7 +46,7 @@ class TunerOwner:
         front (number, params, objectives), hypervolume and reference point."""
         if "pareto" in outputs:
             return {"node": node_id,
-                    "pareto": [{k: v for k, v in entry.items() if k != "trial_run_id"}
+                    "pareto": [{k: entry[k] for k in ("number", "params", "objectives")}
                                for entry in recorder.load(outputs["pareto"])],
                     "hypervolume": recorder.load(outputs["hypervolume"]),
                     "reference_point": recorder.load(outputs["reference_point"])}

@@ -285,6 +285,8 @@ class TuningLoop:
         values: dict[str, Any] = {"params": dict(best.info.params),
                                   "objective": float(best.info.objective)}
         if front is not None:
+            for entry in front["pareto"]:  # every Pareto trial's models, as artifact ids
+                entry["artifacts"] = self._artifact_ids(self.finished[entry["number"]])
             values.update(pareto=front["pareto"], hypervolume=float(front["hypervolume"]),
                           reference_point=front["reference_point"])
         refs = self.host.recorder.save_outputs(self.node.id, values)
@@ -295,6 +297,16 @@ class TuningLoop:
         if front is not None:
             metrics["hypervolume"] = values["hypervolume"]
         return values, refs, metrics
+
+
+    def _artifact_ids(self, done: _Done) -> dict[str, str]:
+        """``NODE.PORT -> artifact id`` of a trial's owned outputs (read back if resumed)."""
+        outputs = done.outputs
+        if outputs is None:
+            outputs = self.host.recorder.run_outputs(done.info.trial_run_id) \
+                if done.info.trial_run_id else {}
+        return {f"{nid}.{port}": ref.id for nid in self.plan.owned
+                for port, ref in sorted(outputs.get(nid, {}).items())}
 
 
 class TrialScope:
