@@ -100,13 +100,15 @@ def pareto_mask(losses: np.ndarray) -> np.ndarray:
     return mask
 
 
-def infer_reference_point(losses: np.ndarray) -> np.ndarray:
-    """A reference point (losses) from the observed front (module docstring)."""
+def infer_reference_point(losses: np.ndarray, *, front_only: bool = True) -> np.ndarray:
+    """A reference point (losses) from the observed front (module docstring); with
+    ``front_only=False`` from every feasible observation instead — a larger box, which a
+    search needs early on, when the front may be a single point whose box has no width."""
     arr = np.asarray(losses, dtype=float)
     arr = arr[feasible(arr)] if arr.size else arr
     if len(arr) == 0:
         raise ValueError("no feasible observation to infer a reference point from")
-    front = arr[pareto_mask(arr)]
+    front = arr[pareto_mask(arr)] if front_only else arr
     if len(front) == 1:
         point = front[0]
         return point + 0.1 * np.maximum(np.abs(point), MIN_RANGE)

@@ -9,9 +9,12 @@ ask, after the initial design (the same scrambled Sobol design as one objective)
 1. **Models.** One GP per objective (`gp.fit`, the single-objective model unchanged) on the
    feasible observations, objective signed so larger is better and standardised,
    hyperparameters warm-started from the previous ask.
-2. **Reference point.** The tuner's ``reference_point`` if given, else inferred from the
-   observations as `flowopt.tuning.pareto.infer_reference_point` does (BoTorch's rule),
-   re-inferred every ask as the front moves.
+2. **Reference point.** The tuner's ``reference_point`` if given, else BoTorch's rule
+   (`flowopt.tuning.pareto.infer_reference_point`) applied to *every* feasible observation
+   rather than to the front alone, re-inferred every ask: early fronts are often one
+   point, whose inferred box has no width, and improving only inside it kept ZDT1
+   searches at one end of the front (measured: hypervolume stuck at 110 of 120.7 from
+   trial 15 to 50; the result's reported point still follows BoTorch's rule exactly).
 3. **Noisy EHVI by Monte Carlo.** The baseline is every observed point plus every pending
    one (trials still running). NEHVI does not trust the observed values: per sample s of
    the joint posterior over the baseline, the front is the non-dominated set of the
@@ -135,7 +138,7 @@ class MultiObjectiveBayesOpt(Strategy):
         """The reference point as losses (given, or inferred from the observations)."""
         if self.reference_point is not None:
             return self.sign * np.asarray(self.reference_point, dtype=float)
-        return infer_reference_point(values * self.sign)
+        return infer_reference_point(values * self.sign, front_only=False)
 
     def _samples(self) -> int:
         return 128 if len(self.modes) == 2 else 64
