@@ -47,7 +47,7 @@ from typing import Any, Callable
 import pydantic
 
 from .artifacts import Artifact, Metric
-from .entrypoints import ENTRY_POINT_GROUP, load_entry_points
+from .entrypoints import ENTRY_POINT_GROUP, load_entry_points  # noqa: F401 - ENTRY_POINT_GROUP re-exported
 from .errors import FlowoptError
 
 
@@ -249,11 +249,12 @@ class NodeFactory:
         self.__name__ = kind.fn.__name__
         self.__wrapped__ = kind.fn
 
-    def __call__(self, *args: Any, node_id: str | None = None, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, node_id: str | None = None,
+                 resources: dict[str, float] | None = None, **kwargs: Any) -> Any:
         if RECORD_CALL is None:  # flowopt.trace not imported: no pipeline can be active
             raise FlowoptError("node factories and fo.param record a graph: call them inside "
                                "`with fo.Pipeline(\"name\") as p:`")
-        return RECORD_CALL(self.kind, args, kwargs, node_id=node_id)
+        return RECORD_CALL(self.kind, args, kwargs, node_id=node_id, resources=resources)
 
     def __repr__(self) -> str:
         return f"<node kind {self.kind.name}>"

@@ -1,9 +1,11 @@
 """Trial records and the recorder protocols a tuner writes through.
 
-Two types, as in Optuna (`Trial` / `FrozenTrial`): the tuning loop keeps a live `Trial`
-per trial in flight — mutable, touched by the loop's thread only — and hands frozen
-`FrozenTrial` snapshots to the recorder, which stores them and returns frozen ones;
-nothing outside the loop ever sees a live trial.
+Two types, as in Optuna (`Trial` / `FrozenTrial`): a loop may keep a live `Trial` for a
+trial in flight whose state changes many times (reports, pauses, promotions) — mutable,
+touched by the loop's thread only — and hands frozen `FrozenTrial` snapshots
+(`Trial.freeze`) to the recorder, which stores them and returns frozen ones; nothing
+outside a loop ever sees a live trial. (The plain ask → run → tell loop, whose trials
+change state only when they start and end, keeps frozen records and replaces them.)
 
 Trial states::
 
@@ -198,6 +200,14 @@ class PopulationRecorder(CheckpointRecorder, Protocol):
 
     def population_events(self, run_id: str, node_id: str) -> list[Any]:
         """A node's events in a run, in the order they were recorded."""
+
+    def population_nodes(self, run_id: str) -> list[str]:
+        """The nodes of a run that recorded population events, sorted."""
+
+    def node_inputs(self, run_id: str, node_id: str) -> tuple[Mapping[str, Any],
+                                                              dict[str, ArtifactRef]]:
+        """``(pipeline spec, {port: ref})`` that node `node_id` of run `run_id` read when it
+        succeeded (empty refs if it did not): what a replay trains on again."""
 
 
 #: The attributes of a population event (`PopulationRecorder.record_population_events`).
