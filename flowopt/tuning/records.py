@@ -209,6 +209,10 @@ class PopulationRecorder(CheckpointRecorder, Protocol):
         """``(pipeline spec, {port: ref})`` that node `node_id` of run `run_id` read when it
         succeeded (empty refs if it did not): what a replay trains on again."""
 
+    def run_source_hash(self, run_id: str) -> str | None:
+        """The content hash of the pipeline file run `run_id` was started from (None if
+        it had none): what a replay checks a pipeline file given for its plugins against."""
+
 
 #: The attributes of a population event (`PopulationRecorder.record_population_events`).
 EVENT_FIELDS = ("member", "step", "event", "new_params", "old_params", "from_member", "score",

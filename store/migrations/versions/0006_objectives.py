@@ -6,13 +6,13 @@ holds the whole vector as a JSON list (NULL for one objective), so the web UI an
 reports draw fronts from the store without reading child runs.
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0004
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
