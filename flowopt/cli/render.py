@@ -88,15 +88,3 @@ def _print_front(best: dict[str, Any]) -> None:
         values = ", ".join(_number(v) for v in entry["objectives"])
         params = ", ".join(f"{text(k)}={text(_number(v))}" for k, v in entry["params"].items())
         _console.print(f"  #{entry['number']:<4} ({values})  {params}", highlight=False)
-
-
-def print_kinds(rows: Iterable[dict[str, Any]]) -> None:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("kind", "inputs", "outputs", "fields", "summary"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(text(row["kind"]),
-                      text(", ".join(f"{k}:{v}" for k, v in row["inputs"].items())),
-                      text(", ".join(row["outputs"])), text(", ".join(row["fields"])),
-                      text(row["summary"]))
-    _console.print(table)
