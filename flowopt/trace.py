@@ -139,6 +139,10 @@ def record_call(kind: NodeKind, args: tuple, kwargs: dict[str, Any],
     for name, value in bound.items():
         if value is None:
             continue
+        if isinstance(value, (list, tuple)) and name == "objective" \
+                and value and all(isinstance(v, Output) for v in value):
+            inputs[name] = [v.reference for v in value]  # several objectives
+            continue
         if not isinstance(value, Output):
             raise FlowoptError(f"{kind.name}(): input '{name}' must be another node's output, "
                                f"got {type(value).__name__}")

@@ -164,6 +164,8 @@ class Trial(Base):
                                                      index=True)
     params: Mapped[dict[str, Any]]
     objective: Mapped[float | None] = mapped_column(Float)
+    #: every objective of a multi-objective trial (JSON list; NULL with one objective)
+    objectives: Mapped[list[float] | None] = mapped_column(JSONText)
     status: Mapped[str] = mapped_column(String(20))  # running | succeeded | failed | pruned
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]

@@ -21,6 +21,7 @@ from sqlalchemy import insert, select, update
 from flowopt.recording import ArtifactRef
 
 from .liveness import HOST, STALE_SECONDS, pid_alive
+from .rows import clean_text
 from .schema import Artifact, Edge, Execution, PrunerEvent, PrunerState, Run, Trial
 
 FULL_ID = 32  # hex digits of a run id (`flowopt.recording.new_id`); shorter is a prefix
@@ -30,9 +31,11 @@ def _trial_info(row: Any) -> Any:
     """A trial row as the frozen record (`flowopt.tuning.records.FrozenTrial`)."""
     from flowopt.tuning.records import FrozenTrial
 
+    objectives = row.get("objectives")
     return FrozenTrial(run_id=row["run_id"], node_id=row["node_id"], number=row["number"],
                        params=row["params"] or {}, status=row["status"],
-                       trial_run_id=row["trial_run_id"], values=row["objective"],
+                       trial_run_id=row["trial_run_id"],
+                       values=row["objective"] if objectives is None else tuple(objectives),
                        started_at=row["started_at"], ended_at=row["ended_at"],
                        seconds=row["seconds"] or 0.0, error=row["error"],
                        steps=row.get("steps"), rung=row.get("rung"),
@@ -55,8 +58,10 @@ def _upsert_trial(conn: Any, trial: Any) -> None:
     key = {"run_id": trial.run_id, "node_id": trial.node_id, "number": trial.number}
     values = {"trial_run_id": trial.trial_run_id, "params": dict(trial.params),
               "objective": trial.objective, "status": trial.status,
+              "objectives": list(trial.values) if trial.values and len(trial.values) > 1
+              else None,
               "started_at": trial.started_at, "ended_at": trial.ended_at,
-              "seconds": trial.seconds, "error": trial.error,
+              "seconds": trial.seconds, "error": clean_text(trial.error),
               "attributes": dict(trial.attributes),
               "steps": getattr(trial, "steps", None), "rung": getattr(trial, "rung", None)}
     changed = conn.execute(update(Trial).where(
