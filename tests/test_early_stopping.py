@@ -287,7 +287,8 @@ def test_a_pruner_with_several_objectives_is_refused(tmp_path):
     register_tuner("tuner.test_two_objectives", TwoObjectives)
     with pytest.raises(SpecError) as caught:
         compile_pipeline(load_spec(PIPELINE, [
-            "nodes.tune.kind=tuner.test_two_objectives", "nodes.tune.with.mode=[max, max]",
+            "nodes.tune.kind=tuner.test_two_objectives", "nodes.tune.with.mode=[max, min]",
+            "nodes.tune.in.objective=[score.accuracy, score.loss]",
             f"nodes.tune.with.pruner={ASHA}"]))
     assert caught.value.key == "nodes.tune.with.pruner"
     assert "a pruner needs one objective, got 2" in str(caught.value)
