@@ -68,9 +68,9 @@ def mlp(data: Dataset, ctx: Context,
     outputs for classification, one for regression). Outputs: ``model`` (untrained).
     ``with:`` fields (defaults): ``hidden`` ([64]: one hidden layer of 64; [] gives a
     linear model), ``activation`` (relu | gelu | tanh), ``dropout`` (0.0, after each
-    hidden activation; or a list, one rate per hidden layer), ``input_noise`` (0.0: none;
-    with ``noise: gaussian`` the std of noise added to every input while training, with
-    ``noise: masking`` the rate at which inputs are zeroed), ``stn`` (false; true: STN
+    hidden activation; or a list, one rate per hidden layer), ``input_noise`` (0.0: none)
+    and ``noise`` (gaussian: ``input_noise`` is the std of noise added to every input
+    while training | masking: the rate at which inputs are zeroed), ``stn`` (false; true: STN
     layers over every hyperparameter above, see `stn_layers` and ``tuner.stn``).
     Weights and biases ~ U(±1/√fan_in), PyTorch's `nn.Linear` default, drawn from the
     node's seeded generator.
