@@ -88,6 +88,32 @@ class Recorder(Protocol):
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None: ...
 
 
+def newest_run(trials: Iterable[Any], order: Mapping[str, Any]) -> list[Any]:
+    """The trials of the run that sorts last by `order` (run id -> sort key)."""
+    by_run: dict[str, list[Any]] = {}
+    for trial in trials:
+        by_run.setdefault(trial.run_id, []).append(trial)
+    if not by_run:
+        return []
+    newest = max(by_run, key=lambda run_id: order[run_id])
+    return sorted(by_run[newest], key=lambda t: t.number)
+
+
+def one_per_child(trials: Iterable[Any]) -> list[Any]:
+    """Finished trials (``trial.finished``), de-duplicated by child run (resumed copies share one), in order."""
+    seen: set[str] = set()
+    kept = []
+    for trial in trials:
+        if not trial.finished:
+            continue
+        ident = trial.trial_run_id or f"{trial.run_id}:{trial.node_id}:{trial.number}"
+        if ident in seen:
+            continue
+        seen.add(ident)
+        kept.append(trial)
+    return kept
+
+
 def content_hash(payload: bytes) -> str:
     return hashlib.blake2b(payload, digest_size=20).hexdigest()
 
@@ -143,7 +169,7 @@ class MemoryRecorder:
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
         self.runs[run_id].update(status=status, error=error)
 
-    # -- trials (flowopt.tuning.records.TrialRecorder) --------------------------------
+    # -- trials (flowopt.tuning.records.TrialRecorder; it imports this module) ---------
     def record_trial(self, trial: Any) -> None:
         with self._lock:
             self.trials[(trial.run_id, trial.node_id, trial.number)] = trial
@@ -159,16 +185,12 @@ class MemoryRecorder:
 
     def resumable_trials(self, *, pipeline: str, node_id: str, tuner_key: str,
                          exclude_run: str) -> list[Any]:
-        from .tuning.records import newest_run
-
         trials = [t for t in self._tuning_trials(pipeline, exclude_run, tuner_key=tuner_key)
                   if t.node_id == node_id]
         order = {run_id: index for index, run_id in enumerate(self.runs)}  # insertion = time
         return newest_run(trials, order)
 
     def warm_trials(self, *, pipeline: str, space_key: str, exclude_run: str) -> list[Any]:
-        from .tuning.records import one_per_child
-
         trials = self._tuning_trials(pipeline, exclude_run, space_key=space_key)
         return one_per_child(sorted(trials, key=lambda t: (t.started_at is None, t.started_at)))
 

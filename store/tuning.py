@@ -25,14 +25,16 @@ from .schema import Artifact, Edge, Execution, Run, Trial
 
 
 def _trial_info(row: Any) -> Any:
-    from flowopt.tuning.records import TrialInfo
+    """A trial row as the frozen record (`flowopt.tuning.records.FrozenTrial`)."""
+    from flowopt.tuning.records import FrozenTrial
 
-    return TrialInfo(run_id=row["run_id"], node_id=row["node_id"], number=row["number"],
-                     params=row["params"] or {}, status=row["status"],
-                     trial_run_id=row["trial_run_id"], objective=row["objective"],
-                     started_at=row["started_at"], ended_at=row["ended_at"],
-                     seconds=row["seconds"] or 0.0, error=row["error"],
-                     attributes=row["attributes"] or {})
+    return FrozenTrial(run_id=row["run_id"], node_id=row["node_id"], number=row["number"],
+                       params=row["params"] or {}, status=row["status"],
+                       trial_run_id=row["trial_run_id"], values=row["objective"],
+                       started_at=row["started_at"], ended_at=row["ended_at"],
+                       seconds=row["seconds"] or 0.0, error=row["error"],
+                       steps=row.get("steps"), rung=row.get("rung"),
+                       attributes=row["attributes"] or {})
 
 
 def _alive(status: str, host: str | None, pid: int | None, beat: datetime | None) -> bool:

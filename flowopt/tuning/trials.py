@@ -1,6 +1,7 @@
 """The tuning loop: ask → run the subgraph → tell, with trials as child runs.
 
-The scheduler hands a tuner node to `TuningLoop` (its kind's function is never called).
+`owner.TunerOwner` hands a tuner node to `TuningLoop` with the run's
+`flowopt.owners.Host` (its kind's function is never called).
 Policy, per trial, as a state machine::
 
     asked ──(child run starts)──► running ──► succeeded   (objective finite)
@@ -10,7 +11,7 @@ Policy, per trial, as a state machine::
 
 * **Trials.** A trial compiles `subgraph.trial_spec` — the objective's upstream closure
   with the trial's values for the searched params — into an ordinary graph and runs it
-  with an ordinary `Scheduler` as a *child run* (``runs.parent_run_id`` = the tuning
+  through `Host.run_subgraph` (an ordinary `Scheduler`) as a *child run* (``runs.parent_run_id`` = the tuning
   run), so its node executions, artifacts, metrics and lineage are recorded like any
   run's. Nodes the params do not reach have the same cache keys as in the tuning run,
   which already ran them: the child run reuses those outputs (in memory, without
@@ -49,12 +50,15 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from flowopt.errors import FlowoptError, Interrupted
-from flowopt.executors import default_workers, make_executor
+from flowopt.executors import default_workers
+from flowopt.owners import Host
 from flowopt.recording import ArtifactRef, RunInfo, utcnow
 
-from .kinds import split_config, strategy_class
-from .records import TrialInfo
+from .kinds import split_config, strategy_class, strategy_mode
+from .records import FrozenTrial
 from .subgraph import trial_spec
+
+TrialInfo = FrozenTrial
 
 
 class TuningFailed(RuntimeError):
@@ -69,14 +73,6 @@ class _Done:
     outputs: Mapping[str, Mapping[str, ArtifactRef]] | None = None  # None: read on demand
 
 
-def _observation(info: TrialInfo) -> Any:
-    from flowopt.nodes.tuner.strategy import Observation
-
-    return Observation(number=info.number, params=dict(info.params),
-                       objective=info.objective if info.status == "succeeded" else None,
-                       status=info.status)
-
-
 def _native(value: Any) -> Any:
     """Params as plain JSON values (a strategy may hand back numpy scalars)."""
     if hasattr(value, "item") and not isinstance(value, (list, tuple, dict, str)):
@@ -87,19 +83,20 @@ def _native(value: Any) -> Any:
 class TuningLoop:
     """Runs one tuner node to completion (see the module docstring for the policy).
 
-    `host` is the tuning run's `Scheduler`: the loop shares its recorder, cancel flag,
-    event stream, cache policy, device and compiled graph.
+    `host` is the tuning run (`flowopt.owners.Host`): the loop shares its recorder, cancel
+    flag, event stream, cache policy, device and compiled graph, and runs each trial
+    through `Host.run_subgraph`.
     """
 
-    def __init__(self, host: Any, run_id: str, node: Any, inputs: Mapping[str, Any],
+    def __init__(self, host: Host, run_id: str, node: Any, inputs: Mapping[str, Any],
                  done: Mapping[str, Mapping[str, ArtifactRef]]):
         self.host, self.run_id, self.node = host, run_id, node
-        self.graph = host.compiled
-        self.plan = self.graph.tuners[node.id]
+        self.graph = host.graph
+        self.plan = self.graph.owners[node.id]
         self.config, strategy_config = split_config(node.kind.name, dict(node.config))
         self.strategy = strategy_class(node.kind.name)(
-            self.plan.space, mode=self.config.mode, seed=node.seed, budget=self.config.trials,
-            config=strategy_config)
+            self.plan.space, mode=strategy_mode(self.config), seed=node.seed,
+            budget=self.config.trials, config=strategy_config)
         owned = set(self.plan.owned)
         # Outputs of the nodes the params do not reach, by cache key: a trial's scheduler
         # finds them here (they ran once, in the tuning run) instead of running them.
@@ -112,7 +109,7 @@ class TuningLoop:
             if ref is not None and value is not None and not isinstance(value, ArtifactRef):
                 self.live[ref.id] = value
         self.attributes = {"tuner_key": node.cache_key, "space_key": self.plan.space_key}
-        workers = max(1, getattr(host.executor, "workers", 1) or 1)
+        workers = host.workers
         self.trial_workers = max(1, workers // self.config.parallel)
         self.trial_threads = max(1, default_workers() // (self.config.parallel * self.trial_workers))
         self.finished: dict[int, _Done] = {}
@@ -168,7 +165,7 @@ class TuningLoop:
         if info.status == "interrupted":
             return True
         self.finished[info.number] = done
-        self.strategy.tell(_observation(info))
+        self.strategy.tell(info.observation())
         if info.status == "failed":
             self.failures += 1
             self.last_error = info.error
@@ -185,7 +182,6 @@ class TuningLoop:
     # -- one trial (on a pool thread) ------------------------------------------------
     def _run_trial(self, number: int, params: dict[str, Any]) -> _Done:
         from flowopt.graph import compile_pipeline
-        from flowopt.scheduler import Scheduler
 
         started_at, start = utcnow(), time.perf_counter()
         info = TrialInfo(run_id=self.run_id, node_id=self.node.id, number=number,
@@ -196,12 +192,9 @@ class TuningLoop:
         except FlowoptError as exc:
             return self._end(info, start, status="failed", error=f"trial params rejected: {exc}")
         scope = TrialScope(self, info)
-        scheduler = Scheduler(graph, scope, make_executor("local", self.trial_workers),
-                              use_cache=True, device=self.host.device, source=self.host.source)
-        scheduler.cancel = self.host.cancel  # one Ctrl-C stops every trial
-        scheduler.threads = self.trial_threads
-        try:
-            result = scheduler.run()
+        try:  # the child run shares the tuning run's cancel flag: one Ctrl-C stops every trial
+            result = self.host.run_subgraph(graph, scope, workers=self.trial_workers,
+                                            threads=self.trial_threads)
         except Exception as exc:  # noqa: BLE001 - a broken trial is a failed trial
             return self._end(scope.info, start, status="failed", error=f"{type(exc).__name__}: {exc}")
         info = scope.info
@@ -217,10 +210,10 @@ class TuningLoop:
             ended = self._end(info, start, status="failed",
                               error=f"the objective '{self.plan.metric}' was not produced")
         elif not math.isfinite(objective):
-            ended = self._end(info, start, status="failed", objective=None,
+            ended = self._end(info, start, status="failed", values=None,
                               error=f"the objective '{self.plan.metric}' is not finite ({objective})")
         else:
-            ended = self._end(info, start, status="succeeded", objective=float(objective))
+            ended = self._end(info, start, status="succeeded", values=(float(objective),))
         return _Done(ended.info, outputs)
 
     def _end(self, info: TrialInfo, start: float, **changes: Any) -> _Done:
@@ -235,7 +228,7 @@ class TuningLoop:
         if self.config.warm_start:
             for trial in recorder.warm_trials(pipeline=pipeline, space_key=self.plan.space_key,
                                               exclude_run=self.run_id):
-                self.strategy.tell(_observation(trial))
+                self.strategy.tell(trial.observation())
         if not self.host.use_cache:
             return []
         reruns = []
@@ -246,7 +239,7 @@ class TuningLoop:
                 copied = trial.moved(self.run_id, resumed_from=trial.run_id)
                 recorder.record_trial(copied)
                 self.finished[trial.number] = _Done(copied)
-                self.strategy.tell(_observation(copied))
+                self.strategy.tell(copied.observation())
             elif trial.number < self.config.trials:
                 reruns.append((trial.number, dict(trial.params)))
         return reruns
@@ -329,16 +322,4 @@ class TrialScope:
         self.inner.end_run(run_id, status, error)
 
 
-def tuning_best(graph: Any, results: Mapping[str, Any], recorder: Any) -> dict[str, Any] | None:
-    """``best`` for ``run --json``: the last finished tuner's params and objective."""
-    best = None
-    for tid in graph.tuners:
-        result = results.get(tid)
-        if result is None or result.status not in ("succeeded", "cached"):
-            continue
-        best = {"node": tid, "params": recorder.load(result.outputs["params"]),
-                "objective": recorder.load(result.outputs["objective"])}
-    return best
-
-
-__all__ = ["TrialScope", "TuningFailed", "TuningLoop", "tuning_best"]
+__all__ = ["TrialScope", "TuningFailed", "TuningLoop"]

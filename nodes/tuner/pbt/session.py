@@ -191,7 +191,7 @@ class PopulationSession:
         score = score if score is not None and math.isfinite(score) else None
         self.recorder.record_trial(TrialInfo(
             run_id=s.run_id, node_id=s.node.id, number=member, params=dict(params),
-            status="succeeded" if finished else "running", objective=score,
+            status="succeeded" if finished else "running", values=score,
             attributes=dict(s.attributes)))
 
 
