@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from flowopt.artifacts import Model, as_metric
 from flowopt.context import Context
 from flowopt.errors import FlowoptError
-from flowopt.tuning.records import TrialInfo
+from flowopt.tuning.records import FrozenTrial
 
 from ..pbt.node import param_fields
 from .loop import Settings, StnLoop
@@ -141,9 +141,9 @@ class StnSession:
             raise FlowoptError(f"tuner '{s.node.id}': the trained network's objective is "
                                f"{objective}")
         params = as_params(result.final, owners)
-        s.recorder.record_trial(TrialInfo(
+        s.recorder.record_trial(FrozenTrial(
             run_id=s.run_id, node_id=s.node.id, number=0, params=params, status="succeeded",
-            objective=objective, attributes=dict(s.attributes)))
+            values=objective, steps=result.passes, attributes=dict(s.attributes)))
         recipe = {"builder": "stn", "base": base, "hyper": specs, "delta": config.delta_stn}
         values: dict[str, Any] = {
             "params": params, "objective": objective,
