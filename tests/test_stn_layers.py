@@ -145,3 +145,41 @@ def test_model_nodes_build_stn_layers_when_asked(make_ctx):
         assert "input_noise" in names and "dropout.0" in names
         x = _x()
         assert torch.allclose(stn.module.eval()(x), plain.module.eval()(x), atol=1e-5)
+
+
+def test_cutout_zeroes_a_square_of_each_examples_own_size():
+    from flowopt.nodes.layers import cutout
+
+    x = torch.ones(64, 1, 12, 12)
+    sizes = torch.tensor([0.0, 1.0, 2.0, 3.0] * 16)
+    out = cutout(x, sizes, torch.Generator().manual_seed(0))
+    zeros = (out == 0).flatten(1).sum(1).float()
+    assert torch.all(zeros <= sizes ** 2)  # a square, clipped at the border
+    assert torch.equal(zeros[sizes == 0], torch.zeros(16))
+    # most centres are far enough from the border for the whole square
+    for size in (1.0, 2.0, 3.0):
+        assert (zeros[sizes == size] == size ** 2).float().mean() > 0.5
+
+
+def test_a_cnn_stn_tunes_an_integer_cutout_with_per_example_sizes():
+    import torch.nn.functional as F
+
+    from flowopt.artifacts import Dataset
+    from flowopt.nodes.tuner.stn.loop import Settings, StnLoop
+
+    generator = torch.Generator().manual_seed(2)
+    data = Dataset(x=torch.rand(64, 64, generator=generator),
+                   y=torch.randint(10, (64,), generator=generator),
+                   meta={"task": "classification", "n_classes": 10, "n_features": 64})
+    base = dict(CNN, cutout=2)
+    hyper = [{"name": "cutout", "low": 0.0, "high": 4.0, "integer": True},
+             {"name": "dropout.2", "low": 0.0, "high": 0.9}]
+    net = build_stn(base, hyper)
+    assert net.current()["cutout"] == 2.0
+    result = StnLoop(net, base, data, data, F.cross_entropy,
+                     lambda p: torch.optim.SGD(p, lr=0.01), seed=0,
+                     settings=Settings(steps=8, batch_size=16, warmup=2, train_steps=2)).run()
+    assert all(values["cutout"] in (0.0, 1.0, 2.0, 3.0, 4.0) for _, values in result.schedule)
+    assert result.plain.recipe["cutout"] == int(result.final["cutout"])
+    x = data.x[:5]
+    assert torch.allclose(result.plain.module.eval()(x), result.net(x), atol=1e-5)
