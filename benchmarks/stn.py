@@ -122,7 +122,7 @@ def run(name: str, side: dict, seed: int, folder: Path) -> dict:
     metrics = report["metrics"]
     tuner_seconds = report["nodes"]["tune"]["seconds"]
     if side["tuner"] == "tuner.stn":
-        passes = metrics["tune.weight_steps"] + metrics["tune.hyper_steps"]
+        passes = metrics["tune.passes"]
     elif side["tuner"] == "tuner.pbt":
         passes = metrics.get("tune.steps_trained", side["tune"]["population"] * STEPS)
     else:

@@ -79,9 +79,9 @@ class Cutout(SeededDropout):
 def cutout(x: torch.Tensor, sizes: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Zero a square of side ``sizes[i]`` (whole pixels) around a random centre of image i."""
     batch, _, height, width = x.shape
-    # Drawn on the CPU generator, then moved: centres are few, and CPU draws repeat anywhere.
-    cy = torch.randint(height, (batch,), generator=generator).to(x.device)
-    cx = torch.randint(width, (batch,), generator=generator).to(x.device)
+    # drawn where the images are, from the trainer's generator (which lives there too)
+    cy = torch.randint(height, (batch,), generator=generator, device=x.device)
+    cx = torch.randint(width, (batch,), generator=generator, device=x.device)
     half = torch.div(sizes, 2, rounding_mode="floor")
     top, left = cy - half, cx - half
     rows = torch.arange(height, device=x.device)[None, :]

@@ -106,7 +106,7 @@ def test_delta_stn_trains_general_and_response_weights_apart_and_its_gates_are_s
                    lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
                    Settings(steps=20, batch_size=32, warmup=5, train_steps=5, delta=True), seed=0)
     result = loop.run()
-    assert loop.passes == 2 * 20 + result.hyper_steps  # general + response update per step
+    assert result.passes == 2 * 20 + result.hyper_steps  # general + response update per step
     trained = result.net
     assert trained.layers[0].gate.abs().sum() > 0
     # at its own λ the Delta-STN is its general weights: the export is those weights

@@ -75,12 +75,8 @@ class Result:
     scales: dict[str, float]
     weight_steps: int
     hyper_steps: int
+    passes: int  # mini-batch forward/backward passes (a Delta-STN weight step makes two)
     val_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, full val loss)
-
-    @property
-    def passes(self) -> int:
-        """Mini-batch forward/backward passes (Delta-STN's weight step makes two)."""
-        return self.weight_steps + self.hyper_steps
 
 
 def softplus_inv(value: float) -> float:
@@ -258,7 +254,7 @@ class StnLoop:
         return Result(net=net, plain=Model(module=plain.eval(), recipe=recipe, meta=meta),
                       schedule=list(self.trace), final=final, scales=self.scales(),
                       weight_steps=self.step, hyper_steps=self.hyper_steps,
-                      val_curve=list(self.val_curve))
+                      passes=self.passes, val_curve=list(self.val_curve))
 
 
 def retrain(model: Model, train: Dataset, loss_fn: Callable[..., Any],

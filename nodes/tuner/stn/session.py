@@ -131,7 +131,7 @@ class StnSession:
         started = time.perf_counter()
         result = loop.run()
         for key, value in (("weight_steps", result.weight_steps),
-                           ("hyper_steps", result.hyper_steps),
+                           ("hyper_steps", result.hyper_steps), ("passes", result.passes),
                            ("wall_seconds", time.perf_counter() - started)):
             s.log_metric(key, float(value), None)
 
