@@ -121,9 +121,9 @@ def test_the_tuned_dropout_moves_away_from_its_start(runs):
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "not established at this scale: the schedule moves little (0.05 -> ~0.025), and over "
-    "seeds 0-4 retraining along it beat its final value by +0.0005, +0.0025, +0.0014, "
-    "+0.0004 and -0.0001 in validation loss (under 1% in four of five); see docs/stn.md"))
+    "not established at this scale: the schedule moves little (0.05 -> ~0.025); over seeds "
+    "0-7 retraining along it beat its final value by +0.0009 in validation loss on average "
+    "(1.3%), in 6 seeds of 8, too small for 3 seeds to settle on any CPU; see docs/stn.md"))
 def test_retraining_with_the_schedule_beats_the_final_value_held_fixed(runs):
     scheduled = statistics.mean(row["scheduled"] for row in runs)
     fixed = statistics.mean(row["fixed"] for row in runs)
