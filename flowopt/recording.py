@@ -208,6 +208,17 @@ class MemoryRecorder:
         with self._lock:
             return [e for r, n, e in self.population if r == run_id and n == node_id]
 
+    def population_nodes(self, run_id: str) -> list[str]:
+        with self._lock:
+            return sorted({n for r, n, _ in self.population if r == run_id})
+
+    def node_inputs(self, run_id: str, node_id: str) -> tuple[Mapping[str, Any],
+                                                              dict[str, ArtifactRef]]:
+        with self._lock:
+            refs = next((dict(r.inputs) for r in self.executions if r.run_id == run_id
+                         and r.node_id == node_id and r.status == "succeeded"), {})
+        return self.runs[run_id]["info"].spec, refs
+
     def save_checkpoint(self, label: str, payload: bytes, fmt: str,
                         checkpoint_id: str | None = None) -> str:
         checkpoint_id = checkpoint_id or new_id()

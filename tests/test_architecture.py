@@ -56,10 +56,9 @@ def imports_of(path: Path) -> set[str]:
     return {m for m in found if m == "flowopt" or m.startswith("flowopt.")}
 
 
-def import_graph(skip: tuple[str, ...] = ("flowopt.cli",)) -> nx.DiGraph:
-    """Edges between flowopt modules (the CLI, a front end over everything, left out)."""
-    modules = {_module_name(p): p for p in ROOT.rglob("*.py")
-               if not _module_name(p).startswith(skip)}
+def import_graph() -> nx.DiGraph:
+    """Edges between the modules of ``flowopt/`` (the CLI included)."""
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
     graph = nx.DiGraph()
     graph.add_nodes_from(modules)
     for name, path in modules.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 _console = Console()
@@ -72,6 +73,10 @@ def print_run_detail(detail: Any) -> None:
                            ", ".join(f"{k}={_value(v)}" for k, v in trial.params.items()),
                            (trial.trial_run_id or "")[:12])
         _console.print(trials)
+        for trial in detail.trials:  # each failed trial's own error, under the table
+            if trial.status == "failed" and trial.error:
+                _console.print(f"[red]{escape(trial.node)} trial {trial.number}:[/] "
+                               f"{escape(trial.error)}", highlight=False)
 
 
 def print_comparison(comparison: Any) -> None:

@@ -59,9 +59,15 @@ class TunerConfig(pydantic.BaseModel):
     """The framework's `with:` fields, shared by every tuner kind.
 
     Defaults: ``parallel`` 1 (one trial at a time — the safe choice on a small
-    machine); ``max_failures`` None (no limit but ``trials``: divergence at extreme
-    params is an ordinary outcome of tuning, so failures alone do not stop a search
-    unless asked to); ``warm_start`` false (a run starts from its own trials only);
+    machine); ``max_failures`` None: the search stops when its first 5 trials have all
+    failed (`trials.FIRST_FAILURES`), and never once a trial has succeeded. Why: a
+    search whose first five trials all fail is broken — a bug in a node, a missing
+    import, a missing file — not unlucky: if trials failed independently with
+    probability p, five in a row would happen with p⁵ (3 % even at p = ½), while a
+    systematic error fails every trial, so going on spends the whole budget to show the
+    same error twenty times. After a success, failures are an ordinary outcome of
+    tuning (divergence at extreme params) and do not stop the search unless
+    ``max_failures: N`` (stop after more than N) asks for it. ``warm_start`` false (a run starts from its own trials only);
     ``pruner`` None (every trial trains to the end; a mapping ``{name: ..., ...}``
     selects a registered early-stopping policy, `flowopt.tuning.pruner`). ``mode``
     and ``trials`` have no default: which way is better and how much to spend are the

@@ -199,6 +199,14 @@ class PopulationRecorder(CheckpointRecorder, Protocol):
     def population_events(self, run_id: str, node_id: str) -> list[Any]:
         """A node's events in a run, in the order they were recorded."""
 
+    def population_nodes(self, run_id: str) -> list[str]:
+        """The nodes of a run that recorded population events, sorted."""
+
+    def node_inputs(self, run_id: str, node_id: str) -> tuple[Mapping[str, Any],
+                                                              dict[str, ArtifactRef]]:
+        """``(pipeline spec, {port: ref})`` that node `node_id` of run `run_id` read when it
+        succeeded (empty refs if it did not): what a replay trains on again."""
+
 
 #: The attributes of a population event (`PopulationRecorder.record_population_events`).
 EVENT_FIELDS = ("member", "step", "event", "new_params", "old_params", "from_member", "score",

@@ -222,11 +222,12 @@ def mutable_fields(plan: TunerPlan, spec: PipelineSpec, kinds: Mapping[str, Node
                 if nid == train and key in declared.mutable and whole:
                     fields[name].append(key)
                     continue
-                why = (f"{kinds[nid].name} cannot change '{key}' while it trains (it can "
-                       f"change: {', '.join(declared.mutable)})" if nid == train else
-                       f"only {train}'s fields can change while it trains")
+                who_changes = (f"{kinds[nid].name} cannot change" if nid == train else
+                               "cannot change")
                 raise error(("search", name),
-                            f"{who}: searched param '{name}' sets {nid}.with.{key}; {why}",
+                            f"{who}: searched param '{name}' sets {nid}.with.{key}, which "
+                            f"{who_changes} while {train} trains ({who} can change {train}'s "
+                            f"{', '.join(declared.mutable)})",
                             hint="search it with tuner.random or tuner.bayesopt instead")
     return fields
 

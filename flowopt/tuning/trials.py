@@ -22,16 +22,19 @@ Policy, per trial, as a state machine::
   ``cores / parallel`` threads for its nodes. `Strategy.ask` receives the params of the
   trials still running; `Strategy.tell` is called as each one finishes, in finishing
   order, from this loop's thread only (strategies need no locks).
-* **Failures.** A failed trial is recorded and told (``objective=None``) and the search
-  goes on. More than ``max_failures`` failures in one execution of the tuner stop it:
-  running trials finish, then the tuner node fails. Failures read back on resume are
-  told to the strategy but do not count toward the limit (re-running means trying
-  again).
+* **Failures.** A failed trial is recorded (with its error) and told (``values=None``)
+  and the search goes on, until the failure limit: with ``max_failures: N``, more than
+  N failures in one execution of the tuner; by default (`kinds.TunerConfig`), its first
+  `FIRST_FAILURES` trials all failing. Then running trials finish and the tuner node
+  fails with the *first* error (a broken search repeats one error; the first is where
+  to look).
 * **Resume.** Unless caching is off, the trials of the newest earlier tuning run of
   the same tuner (same cache key: same config, space and upstream) that is not alive in
-  another process are read back: finished ones are copied into this run's trial list
-  and told to the strategy — not re-run — and unfinished ones are re-run first, under
-  their numbers and params. ``trials`` counts them all.
+  another process are read back: succeeded (and pruned) ones are copied into this run's
+  trial list and told to the strategy — not re-run; failed and unfinished ones are
+  re-run first, under their numbers and params (running the same command again after
+  fixing a cause, or after a transient failure, is how a user retries them).
+  ``trials`` counts them all.
 * **Warm start.** With ``warm_start: true``, finished trials of earlier tuning runs of
   the same pipeline over the same space and objective are told first (they do not count
   toward ``trials``).
@@ -59,6 +62,11 @@ from .records import FrozenTrial
 from .subgraph import trial_spec
 
 TrialInfo = FrozenTrial
+
+
+#: The default failure limit: a search whose first this-many trials all failed stops
+#: (`kinds.TunerConfig` says why).
+FIRST_FAILURES = 5
 
 
 class TuningFailed(RuntimeError):
@@ -114,7 +122,7 @@ class TuningLoop:
         self.trial_threads = max(1, default_workers() // (self.config.parallel * self.trial_workers))
         self.finished: dict[int, _Done] = {}
         self.failures = 0
-        self.last_error: str | None = None
+        self.first_error: str | None = None
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> tuple[dict[str, Any], dict[str, ArtifactRef], dict[str, float]]:
@@ -168,7 +176,7 @@ class TuningLoop:
         self.strategy.tell(info.observation())
         if info.status == "failed":
             self.failures += 1
-            self.last_error = info.error
+            self.first_error = self.first_error or info.error
         best = self._best()
         self.host.emit("node_progress", node_id=self.node.id, step=len(self.finished),
                        total=self.config.trials,
@@ -176,8 +184,19 @@ class TuningLoop:
         self.host.emit("trial_finished", node_id=self.node.id, number=info.number,
                        status=info.status, objective=info.objective, params=dict(info.params),
                        seconds=info.seconds, error=info.error)
+        return self._failure_limit() is not None
+
+    def _failure_limit(self) -> str | None:
+        """Why the failures stop the search (module docstring), or None."""
         limit = self.config.max_failures
-        return limit is not None and self.failures > limit
+        if limit is not None:
+            return (f"{self.failures} trials failed (max_failures {limit})"
+                    if self.failures > limit else None)
+        if self.failures >= min(FIRST_FAILURES, self.config.trials) and self._best() is None \
+                and self.failures < self.config.trials:
+            return (f"its first {self.failures} trials failed (the default limit when none "
+                    "succeeds; set max_failures to go on)")
+        return None
 
     # -- one trial (on a pool thread) ------------------------------------------------
     def _run_trial(self, number: int, params: dict[str, Any]) -> _Done:
@@ -235,7 +254,7 @@ class TuningLoop:
         for trial in recorder.resumable_trials(pipeline=pipeline, node_id=self.node.id,
                                                tuner_key=self.node.cache_key,
                                                exclude_run=self.run_id):
-            if trial.finished:
+            if trial.finished and trial.status != "failed":
                 copied = trial.moved(self.run_id, resumed_from=trial.run_id)
                 recorder.record_trial(copied)
                 self.finished[trial.number] = _Done(copied)
@@ -254,14 +273,14 @@ class TuningLoop:
         return max(scored, key=lambda d: (sign * d.info.objective, -d.info.number))
 
     def _result(self) -> tuple[dict[str, Any], dict[str, ArtifactRef], dict[str, float]]:
-        limit = self.config.max_failures
-        if limit is not None and self.failures > limit:
-            raise TuningFailed(f"tuner '{self.node.id}' stopped: {self.failures} trials failed "
-                               f"(max_failures {limit}); last error: {self.last_error}")
+        stopped = self._failure_limit()
+        if stopped is not None:
+            raise TuningFailed(f"tuner '{self.node.id}' stopped: {stopped}; first error: "
+                               f"{self.first_error}")
         best = self._best()
         if best is None:
             raise TuningFailed(f"tuner '{self.node.id}': no trial succeeded "
-                               f"({len(self.finished)} failed); last error: {self.last_error}")
+                               f"({len(self.finished)} failed); first error: {self.first_error}")
         outputs = best.outputs
         if outputs is None:  # a trial read back from an earlier run
             outputs = self.host.recorder.run_outputs(best.info.trial_run_id)

@@ -33,8 +33,9 @@ import numpy as np
 import pydantic
 from pydantic import Field
 
+from flowopt.tuning import Strategy, register_tuner
+
 from ..space import SearchSpace
-from ..strategy import Strategy, register_tuner
 
 
 class BayesOptConfig(pydantic.BaseModel):
