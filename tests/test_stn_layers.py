@@ -183,3 +183,19 @@ def test_a_cnn_stn_tunes_an_integer_cutout_with_per_example_sizes():
     assert result.plain.recipe["cutout"] == int(result.final["cutout"])
     x = data.x[:5]
     assert torch.allclose(result.plain.module.eval()(x), result.net(x), atol=1e-5)
+
+
+def test_plain_models_take_a_dropout_rate_per_layer_and_input_noise():
+    from flowopt.nodes.layers import InputNoise, SeededDropout
+
+    module = make_mlp(64, 10, [16, 8], dropout=[0.1, 0.3], input_noise=0.2, noise="masking")
+    drops = [m.p for m in module if type(m) is SeededDropout]
+    noise = [m for m in module if isinstance(m, InputNoise)]
+    assert drops == [0.1, 0.3] and noise[0].p == 0.2 and noise[0].kind == "masking"
+    with pytest.raises(ValueError, match="3 rates for 2 hidden layers"):
+        make_mlp(64, 10, [16, 8], dropout=[0.1, 0.2, 0.3])
+    gaussian = InputNoise(0.5).train()
+    gaussian.generator = torch.Generator().manual_seed(0)
+    x = torch.zeros(4000, 1)
+    assert gaussian(x).std().item() == pytest.approx(0.5, rel=0.05)
+    assert torch.equal(gaussian.eval()(x), x)  # off in eval mode
