@@ -219,6 +219,15 @@ class MemoryRecorder:
                          and r.node_id == node_id and r.status == "succeeded"), {})
         return self.runs[run_id]["info"].spec, refs
 
+    def run_source_hash(self, run_id: str) -> str | None:
+        source = self.runs[run_id]["info"].source
+        if not source:
+            return None
+        from pathlib import Path
+
+        path = Path(source)
+        return content_hash(path.read_bytes()) if path.is_file() else None
+
     def save_checkpoint(self, label: str, payload: bytes, fmt: str,
                         checkpoint_id: str | None = None) -> str:
         checkpoint_id = checkpoint_id or new_id()

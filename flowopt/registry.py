@@ -47,7 +47,7 @@ from typing import Any, Callable
 import pydantic
 
 from .artifacts import Artifact, Metric
-from .entrypoints import ENTRY_POINT_GROUP, load_entry_points
+from .entrypoints import ENTRY_POINT_GROUP, load_entry_points  # noqa: F401 - ENTRY_POINT_GROUP re-exported
 from .errors import FlowoptError
 
 
@@ -127,6 +127,12 @@ def _is_artifact_type(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, Artifact)
 
 
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
 def kind_from_function(fn: Callable[..., Any], name: str, *, outputs: dict[str, Any] | None,
                        metrics: typing.Sequence[str], version: int,
                        deterministic: bool, describe: Callable[..., Any] | None = None,
@@ -148,6 +154,8 @@ def kind_from_function(fn: Callable[..., Any], name: str, *, outputs: dict[str, 
             inputs.append(Port(param.name, inner, optional or param.default is None))
             continue
         default = ... if param.default is param.empty else param.default
+        if inner in (int, float):  # YAML's true/false are not numbers (pydantic says 1/0)
+            annotation = typing.Annotated[annotation, pydantic.BeforeValidator(_not_a_bool)]
         fields[param.name] = (annotation, default)
     config = pydantic.create_model(  # type: ignore[call-overload]
         f"{name.replace('.', '_')}_config", __config__=pydantic.ConfigDict(extra="forbid"),
@@ -249,11 +257,12 @@ class NodeFactory:
         self.__name__ = kind.fn.__name__
         self.__wrapped__ = kind.fn
 
-    def __call__(self, *args: Any, node_id: str | None = None, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, node_id: str | None = None,
+                 resources: dict[str, float] | None = None, **kwargs: Any) -> Any:
         if RECORD_CALL is None:  # flowopt.trace not imported: no pipeline can be active
             raise FlowoptError("node factories and fo.param record a graph: call them inside "
                                "`with fo.Pipeline(\"name\") as p:`")
-        return RECORD_CALL(self.kind, args, kwargs, node_id=node_id)
+        return RECORD_CALL(self.kind, args, kwargs, node_id=node_id, resources=resources)
 
     def __repr__(self) -> str:
         return f"<node kind {self.kind.name}>"

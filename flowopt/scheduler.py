@@ -41,7 +41,7 @@ from .artifacts import as_metric
 from .context import Context
 from .errors import Interrupted
 from .events import Broadcast, RunListener
-from .executors import Executor, SyncExecutor, default_workers, make_executor
+from .executors import Executor, SyncExecutor, child_executor, default_workers
 from .graph import Graph, Node
 from .recording import ArtifactRef, ExecutionRecord, Recorder, RunInfo, utcnow
 
@@ -125,9 +125,10 @@ class RunHost:
 
     def run_subgraph(self, graph: Graph, recorder: Recorder, *, workers: int = 1,
                      threads: int = 1) -> "RunResult":
-        return Scheduler(graph, recorder, make_executor("local", workers), use_cache=True,
-                         device=self.device, source=self.source, cancel=self.cancel,
-                         threads=threads).run()
+        # The same kind of executor as this run's (local threads, or Ray).
+        return Scheduler(graph, recorder, child_executor(self._scheduler.executor, workers),
+                         use_cache=True, device=self.device, source=self.source,
+                         cancel=self.cancel, threads=threads).run()
 
 
 class Scheduler:
@@ -173,7 +174,9 @@ class Scheduler:
             ctx = Context(run_id=run_id, node_id=node.id, seed=node.seed, device=self.device,
                           cancel=self.cancel, emit=self.emit, threads=self.threads,
                           log_metric=lambda k, v, s: self.log_metric(run_id, node.id, k, v, s))
-            outcome.values = node.kind.call(ctx, resolved, dict(node.config))
+            remote = getattr(self.executor, "call", None)  # the Ray executor runs it there
+            outcome.values = (remote(node, ctx, resolved) if remote is not None
+                              else node.kind.call(ctx, resolved, dict(node.config)))
             outcome.metrics = {m: as_metric(outcome.values[m]) for m in node.kind.metrics}
             outcome.refs = self.recorder.save_outputs(node.id, outcome.values)
         except Interrupted:

@@ -212,6 +212,12 @@ class PopulationStore:
     def node_inputs(self, run_id: str, node_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         return tuner_inputs(self.engine, run_id, node_id)
 
+    def run_source_hash(self, run_id: str) -> str | None:
+        from .schema import Run
+
+        with self.engine.connect() as conn:
+            return conn.execute(select(Run.source_hash).where(Run.id == run_id)).scalar()
+
     def save_checkpoint(self, label: str, payload: bytes, fmt: str,
                         checkpoint_id: str | None = None) -> str:
         """A ``checkpoint`` artifact of no execution (``port`` = `label`); returns its id

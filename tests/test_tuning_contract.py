@@ -196,3 +196,41 @@ def test_a_pruner_is_a_policy_whose_state_survives_json():
         tuning.pruner.validate_pruner({"name": "contract.keep_best", "every": 3}, 100)
     with pytest.raises(ValueError, match="unknown pruner 'nope'"):
         tuning.pruner.validate_pruner({"name": "nope"}, 100)
+
+
+def test_an_owner_node_sees_the_run_only_through_the_typed_host():
+    """The scheduler hands a tuner a `Host` (recorder, cancel, device, threads, metric
+    logging, run_subgraph) — every member the protocol declares, nothing private."""
+    import typing
+
+    from flowopt.owners import Host
+    from flowopt.scheduler import RunHost
+
+    seen = {}
+
+    class Spy(tuning.Strategy):
+        def ask(self, pending):
+            return {"x": 1.0}
+
+    original = tuning.owner.TunerOwner.run
+
+    def spy_run(self, host, run_id, node, inputs, done):
+        seen["host"] = host
+        return original(self, host, run_id, node, inputs, done)
+
+    tuning.register_tuner("contract.spy", Spy)
+    path = write(Path(__import__("tempfile").mkdtemp()), kind="contract.spy",
+                 with_="{mode: min, trials: 1}")
+    tuning.owner.TunerOwner.run = spy_run
+    try:
+        result = Scheduler(compile_pipeline(load_spec(path)), MemoryRecorder()).run()
+    finally:
+        tuning.owner.TunerOwner.run = original
+    assert result.status == "succeeded"
+    host = seen["host"]
+    assert isinstance(host, RunHost)
+    declared = set(typing.get_type_hints(Host)) | {
+        name for name, value in vars(Host).items() if callable(value) and not name.startswith("_")}
+    assert {"recorder", "cancel", "device", "threads", "log_metric", "run_subgraph"} <= declared
+    public = {name for name in dir(host) if not name.startswith("_")}
+    assert declared <= public and public <= declared

@@ -51,4 +51,7 @@ def _guarded(work: Callable[[], Any]) -> Any:
 
 
 def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
+    """Strict JSON: non-finite numbers become strings (`render.json_safe`)."""
+    from .render import json_safe
+
+    typer.echo(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False))

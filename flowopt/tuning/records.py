@@ -1,9 +1,11 @@
 """Trial records and the recorder protocols a tuner writes through.
 
-Two types, as in Optuna (`Trial` / `FrozenTrial`): the tuning loop keeps a live `Trial`
-per trial in flight — mutable, touched by the loop's thread only — and hands frozen
-`FrozenTrial` snapshots to the recorder, which stores them and returns frozen ones;
-nothing outside the loop ever sees a live trial.
+Two types, as in Optuna (`Trial` / `FrozenTrial`): a loop may keep a live `Trial` for a
+trial in flight whose state changes many times (reports, pauses, promotions) — mutable,
+touched by the loop's thread only — and hands frozen `FrozenTrial` snapshots
+(`Trial.freeze`) to the recorder, which stores them and returns frozen ones; nothing
+outside a loop ever sees a live trial. (The plain ask → run → tell loop, whose trials
+change state only when they start and end, keeps frozen records and replaces them.)
 
 Trial states::
 
@@ -206,6 +208,10 @@ class PopulationRecorder(CheckpointRecorder, Protocol):
                                                               dict[str, ArtifactRef]]:
         """``(pipeline spec, {port: ref})`` that node `node_id` of run `run_id` read when it
         succeeded (empty refs if it did not): what a replay trains on again."""
+
+    def run_source_hash(self, run_id: str) -> str | None:
+        """The content hash of the pipeline file run `run_id` was started from (None if
+        it had none): what a replay checks a pipeline file given for its plugins against."""
 
 
 #: The attributes of a population event (`PopulationRecorder.record_population_events`).

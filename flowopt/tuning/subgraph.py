@@ -34,7 +34,7 @@ the tuner starts once they are done, and its input edges in the store are honest
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 

@@ -83,11 +83,12 @@ class PopulationBasedTraining(Strategy):
         mutable_fields(plan, spec, kinds, error, who="tuner.pbt")
 
     @staticmethod
-    def replay(recorder: Any, run_id: str, node_id: str | None = None) -> dict[str, Any]:
+    def replay(recorder: Any, run_id: str, node_id: str | None = None, *,
+               pipeline: Any = None, plugins: Any = None) -> dict[str, Any]:
         """``flowopt pbt replay``: retrain a finished run's best member (`session.replay_run`)."""
         from .session import replay_run
 
-        return replay_run(recorder, run_id, node_id)
+        return replay_run(recorder, run_id, node_id, pipeline=pipeline, plugins=plugins)
 
     def run_owned(self, session: Any) -> dict[str, Any]:
         """Train the population (see the module docstring); returns the tuner's values."""

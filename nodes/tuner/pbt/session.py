@@ -193,14 +193,16 @@ class PopulationSession:
             attributes=dict(s.attributes)))
 
 
-def replay_run(recorder: PopulationRecorder, run_id: str, node_id: str | None = None
-               ) -> dict[str, Any]:
+def replay_run(recorder: PopulationRecorder, run_id: str, node_id: str | None = None, *,
+               pipeline: Any = None, plugins: Any = None) -> dict[str, Any]:
     """Retrain run `run_id`'s best member from scratch along its schedule (same inputs,
     read back through `recorder`); returns the member, the recorded and the replayed scores.
 
-    `run_id` must be a full id (the CLI resolves prefixes)."""
+    `run_id` must be a full id (the CLI resolves prefixes). The stored spec's plugins are
+    imported only from `pipeline` (the run's own file, hash-checked) or `plugins` (named
+    by the caller): see `flowopt.spec.stored_spec`."""
     from flowopt.graph import compile_pipeline
-    from flowopt.spec import PipelineSpec
+    from flowopt.spec import stored_spec
     from flowopt.tuning.kinds import split_config
 
     nodes = recorder.population_nodes(run_id)
@@ -211,7 +213,8 @@ def replay_run(recorder: PopulationRecorder, run_id: str, node_id: str | None = 
     if not refs:
         raise FlowoptError(f"run {run_id}: tuner '{node_id}' did not finish, nothing to replay",
                            hint="run the pipeline again to resume it, then replay")
-    graph = compile_pipeline(PipelineSpec.model_validate(spec))
+    graph = compile_pipeline(stored_spec(spec, source_hash=recorder.run_source_hash(run_id),
+                                         pipeline=pipeline, plugins=plugins))
     plan, node = graph.owners[node_id], graph.nodes[node_id]
     framework, config = split_config(node.kind.name, dict(node.config))
     values = {port: recorder.load(ref) for port, ref in refs.items()}
