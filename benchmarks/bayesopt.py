@@ -5,7 +5,9 @@ and budgets:
 
 * Branin (2-d, on [-5, 10] × [0, 15], minimum 0.397887);
 * Hartmann-6 (on [0, 1]^6, minimum -3.32237);
-* noisy Hartmann-6: each evaluation adds Gaussian noise with σ = 0.1 (seeded per run).
+* noisy Hartmann-6: each evaluation adds Gaussian noise with σ = 0.1 (seeded per run);
+* Hartmann-3, Levy-4, Ackley-5, Rosenbrock-4 on their usual domains, and noisy variants of
+  Hartmann-3 (σ 0.1), Levy-4 (σ 0.5) and Rosenbrock-4 (σ 5).
 
 **Simple regret** after n evaluations is ``f(x_rec) - f*`` on the *noiseless* function, where
 x_rec is the tuner's recommendation: for Optuna, ``study.best_trial`` (the best observed
@@ -20,9 +22,14 @@ separate 200-trial runs on Hartmann-6, ``--overhead-seeds`` of them).
 
 Usage (from the repository root, in the venv with the ``bench`` extra)::
 
-    python benchmarks/bayesopt.py                 # 5 seeds, budgets 25/50/100, overhead at 100 and 200
+    python benchmarks/bayesopt.py                 # 10 seeds, budgets 25/50/100, every function, overhead at 100 and 200
     python benchmarks/bayesopt.py --quick         # 2 seeds, budgets 25/50, overhead at 100 only
     python benchmarks/bayesopt.py --seeds 3 --functions branin hartmann6
+    python benchmarks/bayesopt.py --seed-list 5 6 --budgets 25 50 --methods flowopt optuna-gp --no-overhead
+    python benchmarks/bayesopt.py --functions hartmann6 --methods flowopt --overhead-only
+
+Subsets (functions, seeds, budgets, methods) are for a shared machine: a full run is
+≈ 10 seeds × 10 functions × 2 GP tuners × 100 asks of 0.1–0.4 s each.
 """
 from __future__ import annotations
 
@@ -66,11 +73,52 @@ def hartmann6(p: dict) -> float:
     return float(-np.sum(HARTMANN_ALPHA * np.exp(-np.sum(HARTMANN_A * (x - HARTMANN_P) ** 2, axis=1))))
 
 
+HARTMANN3_A = np.array([[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]])
+HARTMANN3_P = 1e-4 * np.array([[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547],
+                               [381, 5743, 8828]])
+
+
+def hartmann3(p: dict) -> float:
+    x = np.array([p[f"x{i}"] for i in range(3)])
+    return float(-np.sum(HARTMANN_ALPHA * np.exp(-np.sum(HARTMANN3_A * (x - HARTMANN3_P) ** 2, axis=1))))
+
+
+def rosenbrock4(p: dict) -> float:
+    x = np.array([p[f"x{i}"] for i in range(4)])
+    return float(np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2))
+
+
+def levy4(p: dict) -> float:
+    w = 1.0 + (np.array([p[f"x{i}"] for i in range(4)]) - 1.0) / 4.0
+    middle = np.sum((w[:-1] - 1) ** 2 * (1 + 10 * np.sin(np.pi * w[:-1] + 1) ** 2))
+    return float(np.sin(np.pi * w[0]) ** 2 + middle
+                 + (w[-1] - 1) ** 2 * (1 + np.sin(2 * np.pi * w[-1]) ** 2))
+
+
+def ackley5(p: dict) -> float:
+    x = np.array([p[f"x{i}"] for i in range(5)])
+    return float(-20.0 * np.exp(-0.2 * np.sqrt(np.mean(x * x)))
+                 - np.exp(np.mean(np.cos(2 * np.pi * x))) + 20.0 + math.e)
+
+
+def _cube(d: int, lo: float, hi: float) -> dict:
+    return {f"x{i}": (lo, hi) for i in range(d)}
+
+
 FUNCTIONS = {
-    # name: (noiseless f, space, minimum, noise σ)
+    # name: (noiseless f, space, minimum, noise σ). The last five are BoTorch's test-function
+    # suite's standard domains: Hartmann-3 (4 local minima), Levy (a multimodal ripple over a
+    # bowl), Ackley (a needle in many small basins), Rosenbrock (a curved flat valley).
     "branin": (branin, {"x1": (-5.0, 10.0), "x2": (0.0, 15.0)}, 0.397887, 0.0),
-    "hartmann6": (hartmann6, {f"x{i}": (0.0, 1.0) for i in range(6)}, -3.32237, 0.0),
-    "hartmann6-noisy": (hartmann6, {f"x{i}": (0.0, 1.0) for i in range(6)}, -3.32237, 0.1),
+    "hartmann6": (hartmann6, _cube(6, 0.0, 1.0), -3.32237, 0.0),
+    "hartmann6-noisy": (hartmann6, _cube(6, 0.0, 1.0), -3.32237, 0.1),
+    "hartmann3": (hartmann3, _cube(3, 0.0, 1.0), -3.86278, 0.0),
+    "hartmann3-noisy": (hartmann3, _cube(3, 0.0, 1.0), -3.86278, 0.1),
+    "levy4": (levy4, _cube(4, -10.0, 10.0), 0.0, 0.0),
+    "levy4-noisy": (levy4, _cube(4, -10.0, 10.0), 0.0, 0.5),
+    "ackley5": (ackley5, _cube(5, -32.768, 32.768), 0.0, 0.0),
+    "rosenbrock4": (rosenbrock4, _cube(4, -5.0, 10.0), 0.0, 0.0),
+    "rosenbrock4-noisy": (rosenbrock4, _cube(4, -5.0, 10.0), 0.0, 5.0),
 }
 
 
@@ -135,14 +183,20 @@ def fmt(x: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, budgets 25/50, overhead at 100 only")
-    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 10)")
+    ap.add_argument("--seed-list", type=int, nargs="+", default=None, help="exactly these seeds")
+    ap.add_argument("--budgets", type=int, nargs="+", default=None, help="checkpoints (25 50 100)")
     ap.add_argument("--functions", nargs="+", default=list(FUNCTIONS), choices=list(FUNCTIONS))
     ap.add_argument("--methods", nargs="+", default=["flowopt", "optuna-gp", "optuna-tpe", "optuna-random"])
     ap.add_argument("--overhead-seeds", type=int, default=1)
+    ap.add_argument("--no-overhead", action="store_true", help="skip the 200-trial overhead runs")
+    ap.add_argument("--overhead-only", action="store_true", help="only the 200-trial overhead runs")
     args = ap.parse_args()
-    seeds = args.seeds or (2 if args.quick else 5)
-    checkpoints = [25, 50] if args.quick else [25, 50, 100]
-    horizon = 100 if args.quick or "hartmann6" in args.functions else max(checkpoints)
+    seeds = args.seed_list or list(range(args.seeds or (2 if args.quick else 10)))
+    checkpoints = args.budgets or ([25, 50] if args.quick else [25, 50, 100])
+    horizon = 100 if args.quick or ("hartmann6" in args.functions and not args.budgets) else max(checkpoints)
+    if args.overhead_only:
+        args.functions, seeds = [], []
 
     print(f"# flowopt BayesOpt vs Optuna {version('optuna')}  ({platform.node()}, {os.cpu_count()} cpus, "
           f"load {os.getloadavg()[0]:.1f}, Python {platform.python_version()}, numpy {np.__version__}, "
@@ -151,13 +205,13 @@ def main() -> None:
     runs: dict[tuple[str, str], list[Run]] = {}
     t_start = time.time()
     for fn in args.functions:
-        n = horizon if fn == "hartmann6" else max(checkpoints)
+        n = max(horizon if fn == "hartmann6" else 0, max(checkpoints))
         for method in args.methods:
-            for seed in range(seeds):
+            for seed in seeds:
                 runs.setdefault((fn, method), []).append(Run(method, fn, seed, n, checkpoints).go())
             print(f"#   {fn:16s} {method:14s} done ({time.time() - t_start:.0f} s)", file=sys.stderr, flush=True)
 
-    print(f"\nSimple regret (noiseless f at the recommended point), {seeds} seeds: mean / median\n")
+    print(f"\nSimple regret (noiseless f at the recommended point), seeds {seeds}: mean / median\n")
     head = " | ".join(f"after {c}" for c in checkpoints)
     print(f"| function | tuner | {head} | mean vs Optuna GP |")
     print("|---|---|" + "---:|" * len(checkpoints) + "---|")
@@ -179,10 +233,10 @@ def main() -> None:
 
     print("\nTuner overhead per trial (ask + tell), ms, Hartmann-6\n")
     over: dict[str, dict[int, float]] = {m: {} for m in args.methods}
-    if "hartmann6" in args.functions:
+    if "hartmann6" in args.functions and horizon >= 100:
         for m in args.methods:
             over[m][100] = 1e3 * statistics.mean(t for r in runs[("hartmann6", m)] for t in r.overhead[90:100])
-    if not args.quick:
+    if not args.quick and not args.no_overhead:
         for m in args.methods:
             long = [Run(m, "hartmann6", 100 + s, 200, []).go() for s in range(args.overhead_seeds)]
             over[m][200] = 1e3 * statistics.mean(t for r in long for t in r.overhead[190:200])
