@@ -34,6 +34,8 @@ Subsets (functions, seeds, budgets, methods) are for a shared machine: a full ru
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import logging
 import math
 import os
@@ -125,7 +127,8 @@ FUNCTIONS = {
 class Run:
     """One tuner on one function and seed: ask/tell loop, timings and regrets at checkpoints."""
 
-    def __init__(self, method: str, fn: str, seed: int, n: int, checkpoints: list[int]) -> None:
+    def __init__(self, method: str, fn: str, seed: int, n: int, checkpoints: list[int],
+                 settings: dict | None = None) -> None:
         self.f, space, self.fmin, self.sigma = FUNCTIONS[fn]
         self.method, self.seed, self.n, self.checkpoints = method, seed, n, checkpoints
         self.noise = np.random.default_rng(1000 + seed)
@@ -134,7 +137,8 @@ class Run:
         self.regret_best_observed: dict[int, float] = {}
         if method == "flowopt":
             domains = {k: Domain(low=lo, high=hi) for k, (lo, hi) in space.items()}
-            self.tuner = BayesOpt(domains, mode="min", seed=seed, budget=n, config=BayesOptConfig())
+            self.tuner = BayesOpt(domains, mode="min", seed=seed, budget=n,
+                                  config=BayesOptConfig(**(settings or {})))
         else:
             sampler = {"optuna-gp": lambda: optuna.samplers.GPSampler(seed=seed),
                        "optuna-tpe": lambda: optuna.samplers.TPESampler(seed=seed),
@@ -180,6 +184,71 @@ def fmt(x: float) -> str:
     return f"{x:.2g}" if x < 0.01 else f"{x:.3f}"
 
 
+def record(run: "Run", fn: str, label: str) -> dict:
+    """One finished run as a JSON-able record (what --log writes and --report reads)."""
+    return {"function": fn, "tuner": label, "seed": run.seed, "n": run.n,
+            "regret": {str(k): v for k, v in run.regret.items()},
+            "regret_best_observed": {str(k): v for k, v in run.regret_best_observed.items()},
+            "overhead_ms": [1e3 * t for t in run.overhead]}
+
+
+def regret_table(records: list[dict], checkpoints: list[int]) -> None:
+    functions = list(dict.fromkeys(r["function"] for r in records if r["regret"]))
+    tuners = list(dict.fromkeys(r["tuner"] for r in records if r["regret"]))
+    seeds = sorted({r["seed"] for r in records if r["regret"]})
+    print(f"\nSimple regret (noiseless f at the recommended point), seeds {seeds}: mean / median "
+          "(n = runs)\n")
+    head = " | ".join(f"after {c}" for c in checkpoints)
+    print(f"| function | tuner | n | {head} | mean vs Optuna GP | median vs Optuna GP |")
+    print("|---|---|---:|" + "---:|" * len(checkpoints) + "---|---|")
+    for fn in functions:
+        ref = [r for r in records if r["function"] == fn and r["tuner"] == "optuna-gp"]
+        rows = [(t, "regret") for t in tuners]
+        if FUNCTIONS[fn][3]:
+            rows += [(t, "regret_best_observed") for t in tuners if t.startswith("flowopt")]
+        for tuner, attr in rows:
+            rs = [r for r in records if r["function"] == fn and r["tuner"] == tuner]
+            if not rs:
+                continue
+            cells, means, medians = [], [], []
+            for c in checkpoints:
+                vals = [r[attr][str(c)] for r in rs if str(c) in r[attr]]
+                if not vals:
+                    cells.append("–")
+                    continue
+                cells.append(f"{fmt(statistics.mean(vals))} / {fmt(statistics.median(vals))}")
+                base = [r["regret"][str(c)] for r in ref if str(c) in r["regret"]]
+                if base:
+                    mb, db = statistics.mean(base), statistics.median(base)
+                    means.append(f"{statistics.mean(vals) / mb:.2f}×" if mb > 0 else "-")
+                    medians.append(f"{statistics.median(vals) / db:.2f}×" if db > 0 else "-")
+            name = tuner + (" (best observed)" if attr != "regret" else "")
+            print(f"| {fn} | {name} | {len(rs)} | " + " | ".join(cells)
+                  + f" | {' / '.join(means)} | {' / '.join(medians)} |")
+
+
+def overhead_table(records: list[dict]) -> None:
+    over: dict[str, dict[int, list[float]]] = {}
+    for r in records:
+        if r["function"] != "hartmann6":
+            continue
+        for k in (100, 200):
+            if r["n"] >= k and (k == 200 or r["regret"]):
+                over.setdefault(r["tuner"], {}).setdefault(k, []).extend(r["overhead_ms"][k - 10:k])
+    sizes = sorted({k for d in over.values() for k in d})
+    if not sizes:
+        return
+    print("\nTuner overhead per trial (ask + tell), ms, Hartmann-6\n")
+    print("| tuner | " + " | ".join(f"at {k} obs" for k in sizes) + " | vs Optuna GP |")
+    print("|---|" + "---:|" * len(sizes) + "---|")
+    ref = over.get("optuna-gp", {})
+    for tuner, d in over.items():
+        cells = [f"{statistics.mean(d[k]):.1f}" if k in d else "–" for k in sizes]
+        ratio = " / ".join(f"{statistics.mean(d[k]) / statistics.mean(ref[k]):.2f}×"
+                           for k in sizes if k in d and k in ref)
+        print(f"| {tuner} | " + " | ".join(cells) + f" | {ratio} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, budgets 25/50, overhead at 100 only")
@@ -191,66 +260,63 @@ def main() -> None:
     ap.add_argument("--overhead-seeds", type=int, default=1)
     ap.add_argument("--no-overhead", action="store_true", help="skip the 200-trial overhead runs")
     ap.add_argument("--overhead-only", action="store_true", help="only the 200-trial overhead runs")
+    ap.add_argument("--set", dest="settings", nargs="+", default=[], metavar="FIELD=VALUE",
+                    help="BayesOptConfig fields for flowopt (a variant, labelled flowopt[...])")
+    ap.add_argument("--patch", nargs="+", default=[], metavar="MODULE.NAME=VALUE",
+                    help="set a module constant of flowopt.nodes.tuner.bayesopt (gp.CONSTANT_MEAN, "
+                         "gp.MIN_NOISE, gp.FIT_STARTS, strategy.START_SELECTION) for a variant")
+    ap.add_argument("--log", help="append one JSON line per finished run to this file")
+    ap.add_argument("--report", nargs="+", metavar="LOG",
+                    help="no runs: print the tables from --log files of earlier (partial) runs")
     args = ap.parse_args()
     seeds = args.seed_list or list(range(args.seeds or (2 if args.quick else 10)))
     checkpoints = args.budgets or ([25, 50] if args.quick else [25, 50, 100])
+    if args.report:
+        records = [json.loads(line) for path in args.report for line in open(path) if line.strip()]
+        regret_table(records, checkpoints)
+        overhead_table(records)
+        return
     horizon = 100 if args.quick or ("hartmann6" in args.functions and not args.budgets) else max(checkpoints)
     if args.overhead_only:
         args.functions, seeds = [], []
+    settings = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.settings)}
+    for item in args.patch:
+        name, value = item.split("=", 1)
+        module, attr = name.rsplit(".", 1)
+        target = importlib.import_module(f"flowopt.nodes.tuner.bayesopt.{module}")
+        if not hasattr(target, attr):
+            ap.error(f"--patch: {module} has no constant {attr}")
+        setattr(target, attr, json.loads(value) if value[:1] in "0123456789-[{" else value)
+    tags = args.settings + args.patch
+    label = "flowopt" + (f"[{','.join(tags)}]" if tags else "")
 
     print(f"# flowopt BayesOpt vs Optuna {version('optuna')}  ({platform.node()}, {os.cpu_count()} cpus, "
           f"load {os.getloadavg()[0]:.1f}, Python {platform.python_version()}, numpy {np.__version__}, "
           f"scipy {version('scipy')}, torch {version('torch')})", flush=True)
     print(f"# command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}", flush=True)
-    runs: dict[tuple[str, str], list[Run]] = {}
+    records: list[dict] = []
     t_start = time.time()
+
+    def finish(run: "Run", fn: str, method: str) -> None:
+        rec = record(run, fn, label if method == "flowopt" else method)
+        records.append(rec)
+        if args.log:
+            with open(args.log, "a") as handle:
+                handle.write(json.dumps(rec) + "\n")
+
     for fn in args.functions:
         n = max(horizon if fn == "hartmann6" else 0, max(checkpoints))
         for method in args.methods:
             for seed in seeds:
-                runs.setdefault((fn, method), []).append(Run(method, fn, seed, n, checkpoints).go())
+                finish(Run(method, fn, seed, n, checkpoints, settings).go(), fn, method)
             print(f"#   {fn:16s} {method:14s} done ({time.time() - t_start:.0f} s)", file=sys.stderr, flush=True)
-
-    print(f"\nSimple regret (noiseless f at the recommended point), seeds {seeds}: mean / median\n")
-    head = " | ".join(f"after {c}" for c in checkpoints)
-    print(f"| function | tuner | {head} | mean vs Optuna GP |")
-    print("|---|---|" + "---:|" * len(checkpoints) + "---|")
-    for fn in args.functions:
-        rows = [(m, "regret") for m in args.methods]
-        if FUNCTIONS[fn][3] and "flowopt" in args.methods:
-            rows.insert(1, ("flowopt", "regret_best_observed"))
-        for method, attr in rows:
-            rs = runs[(fn, method)]
-            cells, ratios = [], []
-            for c in checkpoints:
-                vals = [getattr(r, attr)[c] for r in rs]
-                cells.append(f"{fmt(statistics.mean(vals))} / {fmt(statistics.median(vals))}")
-                if ("optuna-gp" in args.methods):
-                    ref = statistics.mean(r.regret[c] for r in runs[(fn, "optuna-gp")])
-                    ratios.append(f"{statistics.mean(vals) / ref:.2f}×" if ref > 0 else "-")
-            name = method + (" (best observed)" if attr != "regret" else "")
-            print(f"| {fn} | {name} | " + " | ".join(cells) + f" | {' / '.join(ratios)} |")
-
-    print("\nTuner overhead per trial (ask + tell), ms, Hartmann-6\n")
-    over: dict[str, dict[int, float]] = {m: {} for m in args.methods}
-    if "hartmann6" in args.functions and horizon >= 100:
-        for m in args.methods:
-            over[m][100] = 1e3 * statistics.mean(t for r in runs[("hartmann6", m)] for t in r.overhead[90:100])
     if not args.quick and not args.no_overhead:
         for m in args.methods:
-            long = [Run(m, "hartmann6", 100 + s, 200, []).go() for s in range(args.overhead_seeds)]
-            over[m][200] = 1e3 * statistics.mean(t for r in long for t in r.overhead[190:200])
+            for s in range(args.overhead_seeds):
+                finish(Run(m, "hartmann6", 100 + s, 200, [], settings).go(), "hartmann6", m)
             print(f"#   overhead at 200: {m} done ({time.time() - t_start:.0f} s)", file=sys.stderr, flush=True)
-    sizes = sorted({k for d in over.values() for k in d})
-    if not sizes:
-        print("(not measured: it needs hartmann6 in --functions)")
-        return
-    print("| tuner | " + " | ".join(f"at {k} obs" for k in sizes) + " | vs Optuna GP |")
-    print("|---|" + "---:|" * len(sizes) + "---|")
-    for m in args.methods:
-        ratio = " / ".join(f"{over[m][k] / over['optuna-gp'][k]:.2f}×" for k in sizes
-                           if "optuna-gp" in over and k in over["optuna-gp"])
-        print(f"| {m} | " + " | ".join(f"{over[m][k]:.1f}" for k in sizes) + f" | {ratio} |")
+    regret_table(records, checkpoints)
+    overhead_table(records)
     print(f"\n# total {time.time() - t_start:.0f} s, load at end {os.getloadavg()[0]:.1f}")
 
 

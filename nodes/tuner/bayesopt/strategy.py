@@ -40,6 +40,12 @@ from pydantic import Field
 from ..space import SearchSpace
 from ..strategy import Strategy, register_tuner
 
+# How the local refinements' starts are chosen: "split" (half the best distinct Sobol
+# candidates, half the best perturbations of the best observations) or "roulette" (see
+# `BayesOpt._roulette_starts`). A module constant so benchmarks/bayesopt.py --patch can
+# compare them on the same runs.
+START_SELECTION = "split"
+
 
 class BayesOptConfig(pydantic.BaseModel):
     """``with:`` fields of ``tuner.bayesopt`` (beside the framework's mode, trials, parallel...).
@@ -211,9 +217,12 @@ class BayesOpt(Strategy):
             # ranked together, the local perturbations would fill every slot and a distant
             # basin would never be refined.
             k = self.config.local_starts
-            far = self._top_distinct(cands[n_local:], values[n_local:], k - k // 2)
-            near = self._top_distinct(cands[:n_local], values[:n_local], k // 2)
-            starts = cands[[n_local + i for i in far] + near]
+            if START_SELECTION == "roulette":
+                starts = self._roulette_starts(gp, ys, cands[n_local:], values[n_local:], k)
+            else:
+                far = self._top_distinct(cands[n_local:], values[n_local:], k - k // 2)
+                near = self._top_distinct(cands[:n_local], values[:n_local], k // 2)
+                starts = cands[[n_local + i for i in far] + near]
             refined = self._refine(gp, best, starts, score)
             points = np.vstack([refined, cands])
             values = np.concatenate([score(refined), values])
@@ -257,6 +266,23 @@ class BayesOpt(Strategy):
             if self.cube.key(params) not in seen:
                 rows.append(self.cube.encode(params))
         return np.array(rows).reshape(len(rows), self.cube.dim)
+
+    def _roulette_starts(self, gp, ys: np.ndarray, sobol: np.ndarray, values: np.ndarray,
+                         k: int) -> np.ndarray:
+        """The incumbent, the best quasi-random candidate, and k - 2 more drawn with
+        probability ∝ exp(log EI - max) (Boltzmann / roulette selection, as BoTorch's
+        ``initialize_q_batch`` and Optuna's ``optimize_acqf_mixed`` choose restarts)."""
+        best = int(np.argmax(values))
+        probs = np.exp(values - values[best])
+        probs[best] = 0.0
+        total = probs.sum()
+        extra = min(k - 2, int(np.count_nonzero(probs > 0)))
+        chosen = [best]
+        if extra > 0 and total > 0:
+            chosen += list(self._rng.choice(len(sobol), size=extra, replace=False,
+                                            p=probs / total))
+        incumbent = gp.X[int(np.argmax(ys))][None, :]
+        return np.vstack([incumbent, sobol[chosen]])
 
     @staticmethod
     def _top_distinct(points: np.ndarray, values: np.ndarray, k: int) -> list[int]:
