@@ -43,6 +43,10 @@ CONSTANT_MEAN = "gls"
 # choice: hyperparameters move little between asks) or "previous+prior" (also the prior's
 # mode: twice the likelihood evaluations, the largest part of an ask at 200 observations).
 FIT_STARTS = "previous"
+# The longest lengthscale the fit may choose, in unit-cube widths (see `fit`).
+MAX_LENGTHSCALE = 403.0
+# L-BFGS-B's projected-gradient tolerance of the hyperparameter fit (see `fit`).
+FIT_GTOL = 1e-5
 FUSED_MIN_WORK = 5_000_000   # candidates × observations beyond which the fused kernel is used
 
 
@@ -222,11 +226,12 @@ def fit(X: np.ndarray, y: np.ndarray, *, previous: Hyper | None = None,
         for _ in range(prior_draws):          # log-normal scatter around the prior's mode
             starts.append(np.concatenate([rng.normal(0.0, 1.0, d), rng.normal(0.0, 0.5, 1),
                                           [np.log(rng.uniform(1e-4, 0.1))]]))
-    bounds = [(-12.0, 12.0)] * d + [(-6.0, 6.0), (np.log(1e-12), np.log(10.0))]
+    bounds = ([(-2.0 * np.log(MAX_LENGTHSCALE), 12.0)] * d
+              + [(-6.0, 6.0), (np.log(1e-12), np.log(10.0))])
     best_val, best_theta = np.inf, starts[0]
     for theta0 in starts:
         res = minimize(neg_log_posterior, theta0, args=(X, y, noise), jac=True, method="L-BFGS-B",
-                       bounds=bounds, options={"maxiter": 200, "gtol": 1e-5})
+                       bounds=bounds, options={"maxiter": 200, "gtol": FIT_GTOL})
         if res.fun < best_val:
             best_val, best_theta = res.fun, res.x
     h = Hyper.from_theta(best_theta)
