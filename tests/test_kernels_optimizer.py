@@ -280,3 +280,15 @@ def test_the_16_lane_adam_update_equals_the_scalar_loop_bit_for_bit(decoupled, w
     K._adam_update_scalar(p, g, m, v, *scalars)
     for a, b in zip(ours, (p, g, m, v)):
         assert_same(a, b)
+
+
+@pytest.mark.parametrize("block_loop", ["_adam8bit_blocks", "_adam8bit_blocks_pipelined"])
+@pytest.mark.parametrize(("n", "block_size"), [(10007, 100), (2049, 2048), (300, 1), (65, 64)])
+def test_both_block_loops_match_the_reference_whichever_this_cpu_runs(monkeypatch, block_loop,
+                                                                      n, block_size):
+    if block_loop.endswith("pipelined") and not K.HAS_VBMI:
+        pytest.skip("the pipelined loop needs AVX512-VBMI")
+    monkeypatch.setattr(K, "_adam8bit_run", getattr(K, block_loop))  # serial sizes read it per call
+    got, want = run_adam(n, block_size, decoupled=True, weight_decay=0.1)
+    for a, b in zip(got, want):
+        assert_same(a, b)
