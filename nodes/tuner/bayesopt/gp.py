@@ -41,7 +41,8 @@ MIN_NOISE = 1e-10
 CONSTANT_MEAN = "gls"
 # Starts of the hyperparameter fit when a previous fit exists: "previous" (Optuna's
 # choice: hyperparameters move little between asks) or "previous+prior" (also the prior's
-# mode: twice the likelihood evaluations, the largest part of an ask at 200 observations).
+# mode: twice the likelihood evaluations, the largest part of an ask at 200 observations);
+# "optuna" also fits the first model from λ = 1 alone, without draws from the prior.
 FIT_STARTS = "previous"
 # The longest lengthscale the fit may choose, in unit-cube widths (see `fit`).
 MAX_LENGTHSCALE = 403.0
@@ -221,7 +222,7 @@ def fit(X: np.ndarray, y: np.ndarray, *, previous: Hyper | None = None,
     if previous is not None and previous.inv_ls2.shape == (d,):
         # hyperparameters move little between asks
         starts = [previous.theta()] + (starts if FIT_STARTS == "previous+prior" else [])
-    else:
+    elif FIT_STARTS != "optuna":   # "optuna": the first fit from λ = 1 alone, as Optuna
         rng = rng or np.random.default_rng(0)
         for _ in range(prior_draws):          # log-normal scatter around the prior's mode
             starts.append(np.concatenate([rng.normal(0.0, 1.0, d), rng.normal(0.0, 0.5, 1),
