@@ -202,12 +202,13 @@ def regret_table(records: list[dict], checkpoints: list[int]) -> None:
     print(f"| function | tuner | n | {head} | mean vs Optuna GP | median vs Optuna GP |")
     print("|---|---|---:|" + "---:|" * len(checkpoints) + "---|---|")
     for fn in functions:
-        ref = [r for r in records if r["function"] == fn and r["tuner"] == "optuna-gp"]
+        ref = [r for r in records if r["function"] == fn and r["tuner"] == "optuna-gp"
+               and r["regret"]]
         rows = [(t, "regret") for t in tuners]
         if FUNCTIONS[fn][3]:
             rows += [(t, "regret_best_observed") for t in tuners if t.startswith("flowopt")]
         for tuner, attr in rows:
-            rs = [r for r in records if r["function"] == fn and r["tuner"] == tuner]
+            rs = [r for r in records if r["function"] == fn and r["tuner"] == tuner and r["regret"]]
             if not rs:
                 continue
             cells, means, medians = [], [], []
@@ -249,6 +250,42 @@ def overhead_table(records: list[dict]) -> None:
         print(f"| {tuner} | " + " | ".join(cells) + f" | {ratio} |")
 
 
+def overhead_replay(sizes: list[int], asks: int = 6) -> None:
+    """Overhead at n observations on a *shared* history, the two GP tuners alternating.
+
+    Both tuners are told the same n - 3 random Hartmann-6 points, then both ask and are
+    told their own proposal ``asks + 3`` times, alternating; the first three asks warm
+    each up (compilation, Optuna's first fit) and are not counted. On a busy machine the
+    alternation exposes both to the same load, which separate runs do not.
+    """
+    f, space, _, _ = FUNCTIONS["hartmann6"]
+    print("\nTuner overhead per ask + tell on a shared history (Hartmann-6), ms, alternating\n")
+    print("| observations | flowopt | optuna-gp | flowopt / optuna-gp |\n|---:|---:|---:|---:|")
+    for n in sizes:
+        rng = np.random.default_rng(n)
+        history = [{k: float(rng.uniform(lo, hi)) for k, (lo, hi) in space.items()}
+                   for _ in range(n - 3)]
+        ours, theirs = Run("flowopt", "hartmann6", 0, n, []), Run("optuna-gp", "hartmann6", 0, n, [])
+        for i, params in enumerate(history):
+            ours.tuner.tell(Observation(i, params, f(params), "succeeded"))
+            theirs.study.add_trial(optuna.trial.create_trial(
+                params=params, distributions=theirs.dists, value=f(params)))
+        times: dict[str, list[float]] = {"flowopt": [], "optuna-gp": []}
+        for k in range(asks + 3):
+            t0 = time.perf_counter()
+            params = ours.tuner.ask([])
+            ours.tuner.tell(Observation(n - 3 + k, params, f(params), "succeeded"))
+            t1 = time.perf_counter()
+            trial = theirs.study.ask(theirs.dists)
+            theirs.study.tell(trial, f(dict(trial.params)))
+            t2 = time.perf_counter()
+            if k >= 3:
+                times["flowopt"].append(t1 - t0)
+                times["optuna-gp"].append(t2 - t1)
+        a, b = (1e3 * statistics.median(times[m]) for m in ("flowopt", "optuna-gp"))
+        print(f"| {n} | {a:.1f} | {b:.1f} | {a / b:.2f}× |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, budgets 25/50, overhead at 100 only")
@@ -265,12 +302,18 @@ def main() -> None:
     ap.add_argument("--patch", nargs="+", default=[], metavar="MODULE.NAME=VALUE",
                     help="set a module constant of flowopt.nodes.tuner.bayesopt (gp.CONSTANT_MEAN, "
                          "gp.MIN_NOISE, gp.FIT_STARTS, strategy.START_SELECTION) for a variant")
+    ap.add_argument("--overhead-replay", type=int, nargs="+", metavar="N",
+                    help="only the overhead of flowopt vs Optuna GP at N observations of a "
+                         "shared history, alternating (fair on a busy machine)")
     ap.add_argument("--log", help="append one JSON line per finished run to this file")
     ap.add_argument("--report", nargs="+", metavar="LOG",
                     help="no runs: print the tables from --log files of earlier (partial) runs")
     args = ap.parse_args()
     seeds = args.seed_list or list(range(args.seeds or (2 if args.quick else 10)))
     checkpoints = args.budgets or ([25, 50] if args.quick else [25, 50, 100])
+    if args.overhead_replay:
+        overhead_replay(args.overhead_replay)
+        return
     if args.report:
         records = [json.loads(line) for path in args.report for line in open(path) if line.strip()]
         regret_table(records, checkpoints)
