@@ -5,20 +5,30 @@
 and port types, cycles — and raises a `GraphError` naming file:line and key.
 
 Identity is a content hash (tinygrad-style): a node's cache key is the hash of its kind,
-kind version, validated config, derived seed (unless the kind is deterministic), the
-content of any file a config field names (fields typed `Path`/`FilePath`) and the
-cache keys of the outputs it consumes, computed bottom-up. Nothing about wall-clock time,
-file paths or node ids enters it, so an unchanged node is never recomputed and a changed
-param invalidates exactly the nodes it reaches.
+kind version (and, for a plugin's kind, its module's source), validated config, derived
+seed (unless the kind is deterministic), the content of any file a config field names
+(fields typed `Path`/`FilePath`) and the cache keys of the outputs it consumes, computed
+bottom-up. Nothing about wall-clock time, where the project lives or node ids enters it,
+so an unchanged node is never recomputed and a changed param invalidates exactly the
+nodes it reaches.
+
+Paths in a pipeline are relative to its file (`flowopt.paths`): the node receives the
+absolute path, the cache key the path as written plus the file's content.
 
 Params are first-class nodes of the networkx graph (``params.NAME``, attribute
 ``param=True``), with edges to the nodes whose config references them, so
 `Graph.reached_by` tells a tuner which part of the graph a param reaches.
+
+Kinds that own a subgraph (tuners) are known here only through their ``owner`` hook
+(`flowopt.owners`): the compiler asks each distinct owner for its nodes' plans, adds a
+plan's fingerprint to its node's cache key, resolves ``OWNER.NODE[.PORT]`` bindings
+through it, and checks one rule for all owners — a node that is not owned must not
+consume an owned node's output directly (it binds the owner's copy instead).
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
@@ -28,10 +38,10 @@ import pydantic
 
 from .artifacts import canonical_json
 from .errors import GraphError, SpecError
+from .identity import code_digest
+from .paths import path_fields, resolve
 from .registry import REGISTRY, NodeKind, Port, load_plugin
 from .spec import LoadedSpec, PipelineSpec, interpolate, param_refs
-from .tuning.kinds import is_tuner
-from .tuning.subgraph import export_port, plan_tuners
 from .yamlfile import LineMap
 
 
@@ -79,8 +89,9 @@ class Graph:
     spec: PipelineSpec
     nodes: Mapping[str, Node]
     dag: nx.DiGraph = field(repr=False)
-    #: tuner node id -> `flowopt.tuning.subgraph.TunerPlan` (what it owns); empty if none
-    tuners: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    #: owner node id -> its `flowopt.owners.OwnedPlan` (for a tuner, a
+    #: `flowopt.tuning.subgraph.TunerPlan`); empty if none
+    owners: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes.values())
@@ -102,6 +113,32 @@ class Graph:
     def cache_keys(self) -> dict[str, str]:
         return {node.id: node.cache_key for node in self}
 
+    @property
+    def tuners(self) -> Mapping[str, Any]:
+        """The plans of the owner nodes (every owner kind today is a tuner)."""
+        return self.owners
+
+    def scheduled(self) -> "Graph":
+        """The graph a run schedules: owned nodes left out (their owner runs them), each
+        owner node's inputs replaced by its frontier, so it starts once those are done and
+        its input edges in the store are honest lineage. Itself when nothing is owned."""
+        if not self.owners:
+            return self
+        owned = {nid for plan in self.owners.values() for nid in plan.owned}
+        nodes = {}
+        for node in self:
+            if node.id in owned:
+                continue
+            plan = self.owners.get(node.id)
+            nodes[node.id] = replace(node, inputs=plan.frontier) if plan is not None else node
+        dag = nx.DiGraph()
+        dag.add_nodes_from(nodes)
+        for node in nodes.values():
+            for binding in node.inputs.values():
+                dag.add_edge(binding.node, node.id)
+        return Graph(name=self.name, seed=self.seed, spec=self.spec,
+                     nodes=MappingProxyType(nodes), dag=nx.freeze(dag), owners=self.owners)
+
 
 def derive_seed(pipeline_seed: int, node_id: str) -> int:
     """A node's seed: stable across runs and machines, independent between nodes."""
@@ -113,6 +150,9 @@ def cache_key(kind: NodeKind, config: Mapping[str, Any], inputs: Mapping[str, st
               seed: int | None) -> str:
     payload = {"kind": kind.name, "version": kind.version, "config": config,
                "inputs": dict(sorted(inputs.items())), "seed": seed}
+    code = code_digest(kind.fn)
+    if code is not None:  # a plugin's module source (flowopt.identity)
+        payload["code"] = code
     return hashlib.blake2b(canonical_json(payload), digest_size=16).hexdigest()
 
 
@@ -137,6 +177,7 @@ class _Compiler:
         self.lines: LineMap = loaded.lines
         self.base_dir = loaded.base_dir
         self.file_digests: dict[str, dict[str, str | None]] = {}
+        self.written_paths: dict[str, dict[str, str]] = {}
 
     def error(self, path: tuple, message: str, hint: str | None = None) -> GraphError:
         return self.lines.error(path, message, hint=hint, cls=GraphError)
@@ -147,7 +188,7 @@ class _Compiler:
         configs = {nid: self.config(nid, kinds[nid]) for nid in self.spec.nodes}
         bindings = {nid: self.bindings(nid, kinds) for nid in self.spec.nodes}
         dag = self.dag(bindings)
-        tuners = self.tuners(kinds, configs, bindings, dag)
+        owners = self.owners(kinds, configs, bindings, dag)
         order = list(nx.lexicographical_topological_sort(dag))
         self.check_facts(order, kinds, configs, bindings)
         nodes: dict[str, Node] = {}
@@ -157,7 +198,7 @@ class _Compiler:
             kind = kinds[nid]
             seed = derive_seed(self.spec.seed, nid)
             input_keys = {port: nodes[b.node].output_key(b.port) for port, b in bindings[nid].items()}
-            extra = tuners[nid].fingerprint() if nid in tuners else {}
+            extra = dict(owners[nid].fingerprint()) if nid in owners else {}
             key = cache_key(kind, {**configs[nid], **self.fingerprint(nid), **extra}, input_keys,
                             None if kind.deterministic else seed)
             nodes[nid] = Node(id=nid, kind=kind, config=MappingProxyType(configs[nid]),
@@ -167,7 +208,7 @@ class _Compiler:
                               resources=_resources(self.spec.nodes[nid]))
         return Graph(name=self.spec.pipeline, seed=self.spec.seed, spec=self.spec,
                      nodes=MappingProxyType(nodes), dag=nx.freeze(dag),
-                     tuners=MappingProxyType(tuners))
+                     owners=MappingProxyType(owners))
 
     def check_facts(self, order: list[str], kinds: dict[str, NodeKind],
                     configs: dict[str, dict[str, Any]],
@@ -188,14 +229,42 @@ class _Compiler:
             for port, facts in described.items():
                 known[(nid, port)] = {k: v for k, v in facts.items() if v is not None}
 
-    def tuners(self, kinds: dict[str, NodeKind], configs: dict[str, dict[str, Any]],
+    def owners(self, kinds: dict[str, NodeKind], configs: dict[str, dict[str, Any]],
                bindings: dict[str, dict[str, Binding]], dag: nx.DiGraph) -> dict[str, Any]:
-        """What each tuner node owns (`flowopt.tuning.subgraph`), checked; {} if none."""
-        return plan_tuners(self.spec, kinds, configs, bindings, dag, self.error)
+        """What each owner node owns (asked of each distinct `owner` hook), checked; {} if none."""
+        hooks: list[Any] = []
+        for kind in kinds.values():
+            if kind.owner is not None and all(kind.owner is not h for h in hooks):
+                hooks.append(kind.owner)
+        plans: dict[str, Any] = {}
+        for hook in hooks:
+            plans.update(hook.plan(self.spec, kinds, configs, bindings, dag, self.error))
+        self.check_consumers(bindings, plans)
+        return plans
+
+    def check_consumers(self, bindings: dict[str, dict[str, Binding]],
+                        plans: Mapping[str, Any]) -> None:
+        """A node that is not owned must not read an owned node's output directly."""
+        owner = {nid: plan.node_id for plan in plans.values() for nid in plan.owned}
+        for nid in self.spec.nodes:
+            for port, b in bindings[nid].items():
+                where = ("nodes", nid, "in", port)
+                if b.node in plans and "." in b.port:
+                    exported = b.port.split(".", 1)[0]
+                    if exported not in plans[b.node].owned:
+                        owned = ", ".join(plans[b.node].owned)
+                        raise self.error(where, f"'{b.node}.{b.port}': '{b.node}' does not run "
+                                                f"'{exported}' (it owns: {owned})")
+                elif b.node in owner and owner.get(nid) != owner[b.node] and nid != owner[b.node]:
+                    oid = owner[b.node]
+                    raise self.error(where, f"'{nid}' consumes '{b}', which '{oid}' runs itself",
+                                     hint=f"bind '{oid}.{b}' to use {oid}'s copy of it")
 
     def fingerprint(self, nid: str) -> dict[str, Any]:
+        """What the key sees beyond the config: the paths as written (in place of the
+        resolved ones, `flowopt.paths`) and the content of the files they name."""
         files = self.file_digests.get(nid)
-        return {"__files__": files} if files else {}
+        return {**self.written_paths.get(nid, {}), **({"__files__": files} if files else {})}
 
     def load_plugins(self) -> None:
         for index, reference in enumerate(self.spec.plugins):
@@ -221,8 +290,13 @@ class _Compiler:
                     known = ", ".join(self.spec.params) or "none defined"
                     raise self.error(("nodes", nid, "with", field_name),
                                      f"${{params.{name}}} is not defined (params: {known})")
+        values = interpolate(raw, self.spec.params)
+        written = {name: values[name] for name in path_fields(kind.config)
+                   if isinstance(values.get(name), str)}
+        for name, text in written.items():
+            values[name] = str(resolve(text, self.base_dir))
         try:
-            model = kind.config.model_validate(interpolate(raw, self.spec.params))
+            model = kind.config.model_validate(values)
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             loc = tuple(first["loc"])
@@ -239,6 +313,10 @@ class _Compiler:
         if files:
             # A file's content, not just its path, decides whether a cached result is valid.
             self.file_digests[nid] = files
+        if written:
+            # The key sees the path as written (plus the content above), not where the
+            # checkout lives: moving the project keeps its cache.
+            self.written_paths[nid] = written
         return config
 
     def bindings(self, nid: str, kinds: dict[str, NodeKind]) -> dict[str, Binding]:
@@ -254,8 +332,9 @@ class _Compiler:
             if source not in self.spec.nodes:
                 raise self.error(path, f"no node '{source}' to bind (nodes: {', '.join(self.spec.nodes)})")
             output = kinds[source].output(source_port)
-            if output is None and source_port and is_tuner(kinds[source]):
-                output = export_port(kinds, source_port)  # the best trial's output of NODE
+            if output is None and source_port and kinds[source].owner is not None:
+                # the owner's copy of an owned node's output (a tuner: the best trial's)
+                output = kinds[source].owner.export_port(kinds, source_port)
             if output is None:
                 names = ", ".join(p.name for p in kinds[source].outputs) or "none"
                 raise self.error(path, f"node '{source}' ({kinds[source].name}) has no output "

@@ -1,6 +1,6 @@
 """Frozen records returned by store queries (never ORM rows), with their JSON shapes.
 
-The ``to_json`` methods produce the contract of DESIGN.md §4, shared by ``--json``
+The ``to_json`` methods produce the contract in docs/cli.md, shared by ``--json``
 output, the Python API and the tests.
 """
 from __future__ import annotations
@@ -132,11 +132,14 @@ class TrialRecord:
     trial_run_id: str | None
     seconds: float = 0.0
     error: str | None = None
+    steps: int = 0  # training steps the trial ran (0: unknown, e.g. it failed)
+    rung: int | None = None  # with a pruner: the last rung reached
 
     def to_json(self) -> dict[str, Any]:
         return {"number": self.number, "params": dict(self.params), "objective": self.objective,
                 "status": self.status, "node": self.node, "trial_run_id": self.trial_run_id,
-                "seconds": self.seconds, "error": self.error}
+                "seconds": self.seconds, "error": self.error, "steps": self.steps,
+                "rung": self.rung}
 
 
 @dataclass(frozen=True)

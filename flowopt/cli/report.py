@@ -8,7 +8,7 @@ Sections appear when the run has something to show:
 * **Tuner traces** — per tuner node, each trial's objective by trial number and the
   best so far (Bayesian-optimization or random-search convergence).
 * **Quantization** — accuracy against size for every evaluator fed by a quantizer
-  (`flowopt.nodes.quantizer.report`).
+  (`quantization`).
 * **Population** — each PBT member's hyperparameter schedule, score and copy tree
   (`flowopt.cli.pbt.draw`).
 
@@ -153,7 +153,7 @@ def _fmt_params(params: dict[str, Any]) -> str:
 def quantization_section(detail: Any) -> Section | None:
     if not any(n.kind.startswith("quantizer.") for n in detail.nodes):
         return None
-    from flowopt.nodes.quantizer import report
+    from . import quantization as report
 
     rows = report.points(detail.to_json())
     if not rows:

@@ -17,8 +17,9 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import Field
 
+from flowopt.tuning import Strategy, register_tuner
+
 from .sampling import params_key, points
-from .strategy import Strategy, register_tuner
 
 
 class GridConfig(pydantic.BaseModel):

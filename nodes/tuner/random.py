@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from flowopt.tuning import Strategy, register_tuner
+
 from .sampling import draw
-from .strategy import Strategy, register_tuner
 
 
 class RandomSearch(Strategy):

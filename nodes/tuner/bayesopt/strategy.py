@@ -37,8 +37,9 @@ import numpy as np
 import pydantic
 from pydantic import Field
 
+from flowopt.tuning import Strategy, register_tuner
+
 from ..space import SearchSpace
-from ..strategy import Strategy, register_tuner
 
 # How the local refinements' starts are chosen: "split" (half the best distinct Sobol
 # candidates, half the best perturbations of the best observations) or "roulette" (see
