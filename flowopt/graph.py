@@ -322,9 +322,8 @@ class _Compiler:
     def bindings(self, nid: str, kinds: dict[str, NodeKind]) -> dict[str, Binding]:
         kind = kinds[nid]
         bound: dict[str, Binding] = {}
-        for port_name, text in self.spec.nodes[nid].inputs.items():
-            path = ("nodes", nid, "in", port_name)
-            port = kind.input(port_name)
+        for port_name, text, path in self.each_binding(nid, kind):
+            port = kind.input(port_name.split("[", 1)[0])
             if port is None:
                 names = ", ".join(p.name for p in kind.inputs) or "none"
                 raise self.error(path, f"kind '{kind.name}' has no input '{port_name}' (inputs: {names})")
@@ -349,6 +348,21 @@ class _Compiler:
                                                  f"'{kind.name}' is not bound",
                                  hint=f"add in: {{{port.name}: NODE}}")
         return bound
+
+    def each_binding(self, nid: str, kind: NodeKind) -> Iterator[tuple[str, str, tuple]]:
+        """(port, ``NODE[.PORT]``, path) per binding. A list binds one port several times —
+        only an owner kind's ``objective`` (a tuner's several objectives): ``objective``, ``objective[1]``, ..."""
+        for port_name, text in self.spec.nodes[nid].inputs.items():
+            path = ("nodes", nid, "in", port_name)
+            if not isinstance(text, list):
+                yield port_name, text, path
+                continue
+            if port_name != "objective" or kind.owner is None or not text:
+                raise self.error(path, f"input '{port_name}' of '{nid}' takes one binding "
+                                       "(NODE or NODE.PORT), not a list"
+                                 if text else f"input '{port_name}' of '{nid}' is an empty list")
+            for i, item in enumerate(text):
+                yield (port_name if i == 0 else f"{port_name}[{i}]"), item, (*path, i)
 
     def dag(self, bindings: dict[str, dict[str, Binding]]) -> nx.DiGraph:
         dag = nx.DiGraph()

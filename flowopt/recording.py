@@ -7,6 +7,7 @@ call from worker threads: `save_outputs`, `load` and `log_metric` are called fro
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -132,6 +133,8 @@ class MemoryRecorder:
         self.trials: dict[tuple[str, str, int], Any] = {}  # (run, node, number) -> TrialInfo
         self.population: list[tuple[str, str, Any]] = []  # (run, node, event), in order
         self.checkpoints: dict[str, bytes] = {}
+        self.pruner: list[tuple[str, str, dict[str, Any]]] = []  # (run, node, event), in order
+        self.pruner_states: dict[tuple[str, str], Any] = {}  # (run, node) -> latest state
 
     def begin_run(self, info: RunInfo) -> str:
         run_id = new_id()
@@ -237,3 +240,23 @@ class MemoryRecorder:
 
     def load_checkpoint(self, checkpoint_id: str) -> bytes:
         return self.checkpoints[checkpoint_id]
+
+    # -- pruners (flowopt.tuning.records.PrunerRecorder) ------------------------------
+    def record_pruner_events(self, run_id: str, node_id: str,
+                             events: Iterable[Mapping[str, Any]],
+                             state: Mapping[str, Any] | None = None,
+                             trials: Iterable[Any] = ()) -> None:
+        for trial in trials:
+            self.record_trial(trial)
+        with self._lock:
+            self.pruner.extend((run_id, node_id, dict(e)) for e in events)
+            if state is not None:
+                self.pruner_states[(run_id, node_id)] = json.loads(json.dumps(state))
+
+    def pruner_state(self, run_id: str, node_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self.pruner_states.get((run_id, node_id))
+
+    def pruner_events(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(e) for r, n, e in self.pruner if r == run_id and n == node_id]

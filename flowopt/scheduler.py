@@ -302,9 +302,11 @@ class Scheduler:
                 while ready and failed is None:
                     node = graph.nodes[ready.popleft()]
                     hit = cached.get(node.cache_key)
-                    if hit is not None and all(p.name in hit for p in node.kind.outputs):
+                    if hit is not None and all(p.name in hit for p in node.kind.outputs
+                                               if not p.optional):
                         refs[node.id] = values[node.id] = dict(hit)
-                        hit_metrics = {m: as_metric(recorder.load(hit[m])) for m in node.kind.metrics}
+                        hit_metrics = {m: as_metric(recorder.load(hit[m])) for m in node.kind.metrics
+                                       if m in hit}
                         record(node, "cached", outputs=hit, node_metrics=hit_metrics)
                         complete(node)
                         continue

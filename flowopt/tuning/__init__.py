@@ -31,6 +31,7 @@ from flowopt.training import PausableTrainer, Training
 from .owned import TrainingSession
 from .owner import register_tuner, tuner
 from .pruner import DECISIONS, Decision, Pruner, register_pruner
+from . import pruners as _pruners  # noqa: E402,F401 - registers median, asha, hyperband
 from .records import (FINISHED, STATUSES, CheckpointRecorder, FrozenTrial, PopulationRecorder,
                       Trial, TrialInfo, TrialRecorder, TuningRecorder)
 from .strategy import Mode, NoConfig, Observation, Strategy

@@ -82,6 +82,8 @@ class TunerConfig(pydantic.BaseModel):
     max_failures: Annotated[int, Field(ge=0)] | None = None
     warm_start: bool = False
     pruner: dict[str, Any] | None = None
+    #: several objectives: the hypervolume's reference point (objective units); None infers it
+    reference_point: list[Any] | None = None
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -159,13 +161,28 @@ def register_strategy(kind: str, strategy: "type[Strategy]", owner: Any) -> Node
             name=kind, version=int(getattr(strategy, "version", 1)), fn=_not_called,
             inputs=(Port("objective", Metric),),
             outputs=(Port("params", Any), Port("objective", Metric),
-                     *getattr(strategy, "extra_outputs", ())),
-            config=_config_model(kind, strategy), metrics=("objective",), deterministic=False,
+                     *getattr(strategy, "extra_outputs", ()), *_pareto_ports(strategy)),
+            config=_config_model(kind, strategy),
+            metrics=("objective", "hypervolume") if _multi(strategy) else ("objective",),
+            deterministic=False,
             wants_context=False, doc=(strategy.__doc__ or "").strip(), owner=owner)
         REGISTRY.add(node_kind)
         _STRATEGIES[kind] = strategy
         _FACTORIES[kind] = NodeFactory(node_kind)
     return node_kind
+
+
+def _multi(strategy: type) -> bool:
+    return bool(getattr(strategy, "multi_objective", False))
+
+
+def _pareto_ports(strategy: type) -> tuple[Port, ...]:
+    """A multi-objective strategy's kind also outputs the front (`objectives.PARETO_PORTS`),
+    optional: a run with one objective produces none of them."""
+    if not _multi(strategy):
+        return ()
+    return (Port("pareto", Any, True), Port("hypervolume", Metric, True),
+            Port("reference_point", Any, True))
 
 
 def _qualname(cls: type) -> str:

@@ -42,7 +42,14 @@ class TunerOwner:
 
     def summary(self, graph: Any, node_id: str, outputs: Mapping[str, Any],
                 recorder: Any) -> Mapping[str, Any] | None:
-        """``best``: the tuner's params and objective."""
+        """``best``: the tuner's params and objective; with several objectives its Pareto
+        front (number, params, objectives), hypervolume and reference point."""
+        if "pareto" in outputs:
+            return {"node": node_id,
+                    "pareto": [{k: entry[k] for k in ("number", "params", "objectives")}
+                               for entry in recorder.load(outputs["pareto"])],
+                    "hypervolume": recorder.load(outputs["hypervolume"]),
+                    "reference_point": recorder.load(outputs["reference_point"])}
         if "params" not in outputs or "objective" not in outputs:
             return None
         return {"node": node_id, "params": recorder.load(outputs["params"]),

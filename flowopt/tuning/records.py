@@ -219,10 +219,33 @@ EVENT_FIELDS = ("member", "step", "event", "new_params", "old_params", "from_mem
                 "from_score", "checkpoint_id")
 
 
+class PrunerRecorder(CheckpointRecorder, Protocol):
+    """What a tuner with a pruner (`flowopt.tuning.pruning`) writes besides trials: its
+    log, in order — each entry ``{event, number, step, value, checkpoint_id, status}``
+    (a trial started or resumed up to ``step``, a report with the paused state's
+    checkpoint and the decision, a tell, an end) — and, in the same transaction, the
+    pruner's `Pruner.state` after it and the trial rows the decision changed; plus the
+    checkpoints of paused trials. A killed run is continued from them.
+    `flowopt.store.Store` and `MemoryRecorder` have it."""
+
+    def record_pruner_events(self, run_id: str, node_id: str,
+                             events: Iterable[Mapping[str, Any]],
+                             state: Mapping[str, Any] | None = None,
+                             trials: Iterable[FrozenTrial] = ()) -> None:
+        """Append events, replace the pruner's stored state (if given) and write `trials`
+        (as `TrialRecorder.record_trial`), all at once."""
+
+    def pruner_events(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        """A tuner's pruner log in a run, in the order it was recorded."""
+
+    def pruner_state(self, run_id: str, node_id: str) -> dict[str, Any] | None:
+        """The pruner's latest stored state in a run (None if none was stored)."""
+
+
 class TuningRecorder(TrialRecorder, PopulationRecorder, Protocol):
     """Everything the tuning layer asks of a recorder, besides the engine's `Recorder`."""
 
 
 __all__ = ["EVENT_FIELDS", "FINISHED", "STATUSES", "CheckpointRecorder", "FrozenTrial",
-           "PopulationRecorder", "Trial", "TrialInfo", "TrialRecorder", "TuningRecorder",
-           "newest_run", "one_per_child"]
+           "PopulationRecorder", "PrunerRecorder", "Trial", "TrialInfo", "TrialRecorder",
+           "TuningRecorder", "newest_run", "one_per_child"]

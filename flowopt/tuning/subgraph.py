@@ -61,6 +61,8 @@ class TunerPlan:
     needed: tuple[str, ...]  # upstream closure of the objective: a trial graph's nodes
     frontier: Mapping[str, Any]  # "node.port" -> Binding: non-owned outputs owned nodes use
     space_key: str
+    #: every objective binding in order (several objectives); empty means (objective,)
+    all_objectives: tuple[Any, ...] = ()
     #: the owned nodes whose kind trains and can pause (`flowopt.training`), in order
     training: tuple[str, ...] = ()
 
@@ -70,9 +72,13 @@ class TunerPlan:
 
     @property
     def objectives(self) -> tuple[Any, ...]:
-        """Every objective binding, in order (one today; several with a multi-objective
-        strategy)."""
-        return (self.objective,)
+        """Every objective binding, in the order written."""
+        return self.all_objectives or (self.objective,)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """``NODE.PORT`` of every objective, in order."""
+        return tuple(f"{b.node}.{b.port}" for b in self.objectives)
 
     def fingerprint(self) -> dict[str, Any]:
         """What enters the tuner's cache key beyond its config and input: the space."""
@@ -102,13 +108,18 @@ def plan_tuners(spec: PipelineSpec, kinds: Mapping[str, NodeKind], configs: Mapp
     for tid in tuners:
         _check_config(tid, kinds[tid].name, configs[tid], error)
         objective = bindings[tid]["objective"]
-        source = kinds[objective.node]
-        if objective.port not in source.metrics:
-            metrics = ", ".join(source.metrics) or "none"
-            raise error(("nodes", tid, "in", "objective"),
-                        f"the objective must be a metric port; '{objective}' is not one "
-                        f"(metrics of '{objective.node}' ({source.name}): {metrics})")
-        upstream = nx.ancestors(dag, objective.node) | {objective.node}
+        objectives = [objective] + [bindings[tid][f"objective[{i}]"]
+                                    for i in range(1, len(bindings[tid]))
+                                    if f"objective[{i}]" in bindings[tid]]
+        _check_objectives(tid, kinds[tid].name, configs[tid], len(objectives), error)
+        for i, obj in enumerate(objectives):
+            source = kinds[obj.node]
+            if obj.port not in source.metrics:
+                metrics = ", ".join(source.metrics) or "none"
+                where = ("nodes", tid, "in", "objective") + ((i,) if len(objectives) > 1 else ())
+                raise error(where, f"the objective must be a metric port; '{obj}' is not one "
+                                   f"(metrics of '{obj.node}' ({source.name}): {metrics})")
+        upstream = set().union(*(nx.ancestors(dag, o.node) | {o.node} for o in objectives))
         searched = [p for p in spec.search if f"params.{p}" in upstream]
         if not searched:
             what = ", ".join(spec.search) or "none"
@@ -138,16 +149,22 @@ def plan_tuners(spec: PipelineSpec, kinds: Mapping[str, NodeKind], configs: Mapp
         space = {p: spec.search[p] for p in searched}
         space_key = hashlib.blake2b(canonical_json({
             "space": {k: d.model_dump() for k, d in space.items()},
-            "objective": str(objective)}), digest_size=16).hexdigest()
+            "objective": str(objective) if len(objectives) == 1 else [str(o) for o in objectives]}),
+            digest_size=16).hexdigest()
         plans[tid] = TunerPlan(node_id=tid, kind=kinds[tid].name, objective=objective,
                                space=MappingProxyType(space), owned=tuple(owned),
                                needed=tuple(needed), frontier=MappingProxyType(frontier),
                                space_key=space_key,
+                               all_objectives=tuple(objectives) if len(objectives) > 1 else (),
                                training=tuple(n for n in owned if kinds[n].training is not None))
         _check_capabilities(plans[tid], kinds, configs, error)
         check = getattr(strategy_class(kinds[tid].name), "check_plan", None)
         if check is not None:  # e.g. tuner.pbt: only params training can change mid-run
             check(plans[tid], spec, kinds, configs, error)
+        if getattr(split_config(kinds[tid].name, dict(configs[tid]))[0], "pruner", None):
+            from .pausable import check_resource  # early stopping: the steps are not searched
+
+            check_resource(plans[tid], spec, kinds, error)
     _check_claims(spec, dag, claimed, error)
     _check_consumers(spec, kinds, bindings, plans, error)
     return plans
@@ -166,6 +183,18 @@ def _check_config(tid: str, kind: str, config: Mapping[str, Any],
                     f"parallel ({framework.parallel}) must not exceed trials ({trials})")
 
 
+def _check_objectives(tid: str, kind: str, config: Mapping[str, Any], count: int,
+                      error: Callable[..., Exception]) -> None:
+    """Several objectives: one mode each and a sound reference point (which strategies
+    take several objectives is `_check_capabilities`' rule)."""
+    from .objectives import check_objectives
+
+    if not getattr(strategy_class(kind), "multi_objective", False):
+        return  # `_check_capabilities` refuses several objectives in one line
+    framework, _ = split_config(kind, dict(config))
+    problem = check_objectives(count, framework.mode, getattr(framework, "reference_point", None))
+    if problem is not None:
+        raise error(("nodes", tid, "with", problem[0]), f"tuner '{tid}': {problem[1]}")
 def _check_capabilities(plan: TunerPlan, kinds: Mapping[str, NodeKind],
                         configs: Mapping[str, Any], error: Callable[..., Exception]) -> None:
     """What the strategy and the pruner support (module docstring), one line each."""
@@ -261,7 +290,7 @@ def _check_consumers(spec: PipelineSpec, kinds: Mapping[str, NodeKind],
                     raise error(where, f"'{b.node}.{b.port}': tuner '{b.node}' does not run "
                                        f"'{exported}' (it owns: {', '.join(plan.owned)})")
             elif b.node in owner and owner.get(nid) != owner[b.node] \
-                    and not (nid == owner[b.node] and port == "objective"):
+                    and not (nid == owner[b.node] and port.startswith("objective")):
                 tid = owner[b.node]
                 raise error(where, f"'{nid}' consumes '{b}', which tuner '{tid}' runs once per "
                                    "trial", hint=f"bind '{tid}.{b}' to use the best trial's output")

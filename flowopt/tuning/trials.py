@@ -57,7 +57,8 @@ from flowopt.executors import default_workers
 from flowopt.owners import Host
 from flowopt.recording import ArtifactRef, RunInfo, utcnow
 
-from .kinds import split_config, strategy_class, strategy_mode
+from .kinds import split_config, strategy_class
+from .objectives import front_result, trial_values
 from .records import FrozenTrial
 from .subgraph import trial_spec
 
@@ -88,6 +89,14 @@ def _native(value: Any) -> Any:
     return value
 
 
+def _steps(graph: Any, node_id: str | None) -> int | None:
+    """The training steps of `node_id` in a trial's graph (None without a training node)."""
+    if node_id is None:
+        return None
+    node = graph.nodes[node_id]
+    return int(node.config[node.kind.training.steps])
+
+
 class TuningLoop:
     """Runs one tuner node to completion (see the module docstring for the policy).
 
@@ -99,12 +108,20 @@ class TuningLoop:
     def __init__(self, host: Host, run_id: str, node: Any, inputs: Mapping[str, Any],
                  done: Mapping[str, Mapping[str, ArtifactRef]]):
         self.host, self.run_id, self.node = host, run_id, node
+        self.inputs, self.done = inputs, done  # the frontier: values or refs; refs
         self.graph = host.graph
         self.plan = self.graph.owners[node.id]
+        # a trial trained in full consumed its training node's steps (None: no such node)
+        self.train_id = self.plan.training[0] if len(self.plan.training) == 1 else None
         self.config, strategy_config = split_config(node.kind.name, dict(node.config))
+        mode = self.config.mode
+        self.modes = [mode] if isinstance(mode, str) else list(mode)
+        self.multi = len(self.plan.objectives) > 1
         self.strategy = strategy_class(node.kind.name)(
-            self.plan.space, mode=strategy_mode(self.config), seed=node.seed,
-            budget=self.config.trials, config=strategy_config)
+            self.plan.space, mode=tuple(self.modes) if self.multi else self.modes[0],
+            seed=node.seed, budget=self.config.trials, config=strategy_config)
+        if self.multi and hasattr(self.strategy, "reference_point"):
+            self.strategy.reference_point = self.config.reference_point
         owned = set(self.plan.owned)
         # Outputs of the nodes the params do not reach, by cache key: a trial's scheduler
         # finds them here (they ran once, in the tuning run) instead of running them.
@@ -127,6 +144,10 @@ class TuningLoop:
     # -- the loop --------------------------------------------------------------------
     def run(self) -> tuple[dict[str, Any], dict[str, ArtifactRef], dict[str, float]]:
         """Run the search; returns the tuner's (values, refs, metrics) for the scheduler."""
+        if getattr(self.config, "pruner", None) is not None:  # early stopping: pruning.py
+            from .pruning import PrunedSearch
+
+            return PrunedSearch(self).run()
         reruns = self._read_back()
         total = self.config.trials
         number = max([*self.finished, *(n for n, _ in reruns)], default=-1) + 1
@@ -177,7 +198,7 @@ class TuningLoop:
         if info.status == "failed":
             self.failures += 1
             self.first_error = self.first_error or info.error
-        best = self._best()
+        best = None if self.multi else self._best()
         self.host.emit("node_progress", node_id=self.node.id, step=len(self.finished),
                        total=self.config.trials,
                        info={"trial": info.number, "best": best.info.objective if best else None})
@@ -222,6 +243,11 @@ class TuningLoop:
         outputs = {nid: dict(result.nodes[nid].outputs) for nid in self.plan.owned
                    if nid in result.nodes}
         objective = result.metrics.get(self.plan.metric)
+        if self.multi and result.status == "succeeded":
+            values, error = trial_values(result.metrics, self.plan.metrics)
+            ended = self._end(info, start, status="failed" if error else "succeeded",
+                              values=values, error=error)
+            return _Done(ended.info, outputs)
         if result.status != "succeeded":
             where = f"node '{result.failed_node}': " if result.failed_node else ""
             ended = self._end(info, start, status="failed", error=f"{where}{result.error}")
@@ -232,7 +258,8 @@ class TuningLoop:
             ended = self._end(info, start, status="failed", values=None,
                               error=f"the objective '{self.plan.metric}' is not finite ({objective})")
         else:
-            ended = self._end(info, start, status="succeeded", values=(float(objective),))
+            ended = self._end(info, start, status="succeeded", values=(float(objective),),
+                              steps=_steps(graph, self.train_id))
         return _Done(ended.info, outputs)
 
     def _end(self, info: TrialInfo, start: float, **changes: Any) -> _Done:
@@ -277,7 +304,13 @@ class TuningLoop:
         if stopped is not None:
             raise TuningFailed(f"tuner '{self.node.id}' stopped: {stopped}; first error: "
                                f"{self.first_error}")
-        best = self._best()
+        front = None
+        if self.multi:
+            front = front_result([d.info for d in self.finished.values()], self.modes,
+                                 self.config.reference_point)
+            best = self.finished[front["best"].number] if front is not None else None
+        else:
+            best = self._best()
         if best is None:
             raise TuningFailed(f"tuner '{self.node.id}': no trial succeeded "
                                f"({len(self.finished)} failed); first error: {self.first_error}")
@@ -286,11 +319,29 @@ class TuningLoop:
             outputs = self.host.recorder.run_outputs(best.info.trial_run_id)
         values: dict[str, Any] = {"params": dict(best.info.params),
                                   "objective": float(best.info.objective)}
+        if front is not None:
+            for entry in front["pareto"]:  # every Pareto trial's models, as artifact ids
+                entry["artifacts"] = self._artifact_ids(self.finished[entry["number"]])
+            values.update(pareto=front["pareto"], hypervolume=float(front["hypervolume"]),
+                          reference_point=front["reference_point"])
         refs = self.host.recorder.save_outputs(self.node.id, values)
         for nid in self.plan.owned:
             for port, ref in outputs.get(nid, {}).items():
                 values[f"{nid}.{port}"] = refs[f"{nid}.{port}"] = ref
-        return values, refs, {"objective": values["objective"]}
+        metrics = {"objective": values["objective"]}
+        if front is not None:
+            metrics["hypervolume"] = values["hypervolume"]
+        return values, refs, metrics
+
+
+    def _artifact_ids(self, done: _Done) -> dict[str, str]:
+        """``NODE.PORT -> artifact id`` of a trial's owned outputs (read back if resumed)."""
+        outputs = done.outputs
+        if outputs is None:
+            outputs = self.host.recorder.run_outputs(done.info.trial_run_id) \
+                if done.info.trial_run_id else {}
+        return {f"{nid}.{port}": ref.id for nid in self.plan.owned
+                for port, ref in sorted(outputs.get(nid, {}).items())}
 
 
 class TrialScope:

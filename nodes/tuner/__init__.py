@@ -9,7 +9,9 @@ trials=16)``) under its short name.
 """
 from . import grid, random  # noqa: F401 - registers tuner.grid and tuner.random
 from . import bayesopt  # noqa: F401 - registers tuner.bayesopt
+from . import nsga2  # noqa: F401 - registers tuner.nsga2
 from .pbt import node as _pbt  # noqa: F401 - registers tuner.pbt
+from .stn import node as _stn  # noqa: F401 - registers tuner.stn
 
 from flowopt.tuning.kinds import factories as _factories  # noqa: E402
 

@@ -39,6 +39,8 @@ class GridSearch(Strategy):
     max_failures, warm_start) plus ``grid_points`` (5) and ``shuffle`` (true).
     """
 
+    multi_objective = True  # proposals ignore the objectives: any number works
+
     Config = GridConfig
 
     def __init__(self, space, *, mode, seed, budget, config) -> None:  # type: ignore[no-untyped-def]

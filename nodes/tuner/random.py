@@ -26,6 +26,8 @@ class RandomSearch(Strategy):
     (the framework's; see docs/tuners.md). Seeded by the node's seed.
     """
 
+    multi_objective = True  # proposals ignore the objectives: any number works
+
     def ask(self, pending: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         import numpy as np
 
