@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from flowopt.errors import EXIT_INTERRUPTED, EXIT_NODE_FAILED
+from flowopt.errors import EXIT_INTERRUPTED, EXIT_NODE_FAILED, FlowoptError
 
 from .common import (JsonOption, SetOption, StoreOption, _STATE, _fail, _guarded,  # noqa: F401
                      _print_json, app, runs_app)
