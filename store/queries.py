@@ -150,12 +150,13 @@ class Queries:
             outputs=tuple(by_execution[e["id"]]["output"]), error=e["error"],
             execution_id=e["id"], config=e["config"]) for e in executions)
         record = self._run_record(row, params[run_id], metrics[run_id])
-        return RunDetail(run=record, nodes=nodes, artifacts=tuple(artifacts.values()),
-                         trials=tuple(TrialRecord(
-                             node=t["node_id"], number=t["number"], params=t["params"] or {},
-                             objective=t["objective"], status=t["status"],
-                             trial_run_id=t["trial_run_id"], seconds=t["seconds"] or 0.0,
-                             error=t["error"]) for t in trials))
+        return self.with_reuse(RunDetail(  # type: ignore[attr-defined]
+            run=record, nodes=nodes, artifacts=tuple(artifacts.values()),
+            trials=tuple(TrialRecord(
+                node=t["node_id"], number=t["number"], params=t["params"] or {},
+                objective=t["objective"], status=t["status"],
+                trial_run_id=t["trial_run_id"], seconds=t["seconds"] or 0.0,
+                error=t["error"]) for t in trials)))
 
     def metrics(self, run_id: str, key: str) -> list[MetricPoint]:
         """The points of metric `key` (``node.metric``, or a bare name that one node of

@@ -97,12 +97,14 @@ class NodeRecord:
     error: str | None
     execution_id: str
     config: Mapping[str, Any] = field(default_factory=dict)
+    reused_from: Any = None  # a cached node: the `browse.Reuse` that computed its outputs
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "status": self.status,
                 "cache_key": self.cache_key, "seconds": self.seconds,
                 "inputs": list(self.inputs), "outputs": list(self.outputs), "error": self.error,
-                "execution_id": self.execution_id, "config": dict(self.config)}
+                "execution_id": self.execution_id, "config": dict(self.config),
+                **({"reused_from": self.reused_from.to_json()} if self.reused_from else {})}
 
 
 @dataclass(frozen=True)
@@ -132,11 +134,13 @@ class TrialRecord:
     trial_run_id: str | None
     seconds: float = 0.0
     error: str | None = None
+    from_run: str | None = None  # set when a cached tuner node reused an earlier run's trials
 
     def to_json(self) -> dict[str, Any]:
         return {"number": self.number, "params": dict(self.params), "objective": self.objective,
                 "status": self.status, "node": self.node, "trial_run_id": self.trial_run_id,
-                "seconds": self.seconds, "error": self.error}
+                "seconds": self.seconds, "error": self.error,
+                **({"from_run": self.from_run} if self.from_run else {})}
 
 
 @dataclass(frozen=True)
@@ -145,11 +149,14 @@ class RunDetail:
     nodes: tuple[NodeRecord, ...]
     artifacts: tuple[ArtifactRecord, ...]
     trials: tuple[TrialRecord, ...] = ()
+    # Final metrics a cached run shows from the executions it reused: NODE.KEY -> run id.
+    reused_metrics: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.run.to_json(), "nodes": [n.to_json() for n in self.nodes],
                 "artifacts": [a.to_json() for a in self.artifacts],
-                "trials": [t.to_json() for t in self.trials]}
+                "trials": [t.to_json() for t in self.trials],
+                **({"reused_metrics": dict(self.reused_metrics)} if self.reused_metrics else {})}
 
 
 @dataclass(frozen=True)
