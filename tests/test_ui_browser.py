@@ -217,3 +217,17 @@ def test_the_tuner_view_draws_trials_best_so_far_pareto_and_rungs(served, page):
     curves = page.evaluate("window.flowoptPlots['tuner:curves']")
     assert [v["x"] for v in curves["vlines"]] == [10]  # the pruned trial stopped at a rung
     _shot(page, "tuner-pareto")
+
+
+def test_the_report_draws_the_same_figures_offline(served, page, tmp_path):
+    from flowopt.cli.report import write_report
+    from flowopt.store import Store
+
+    _, ids = served
+    out = write_report(Store.open(ids["store"], create=False), ids["tuned"], tmp_path / "r.html")
+    page.goto(out.as_uri())
+    page.wait_for_selector('[data-plot="tuner:objective"] svg')
+    best = page.evaluate("window.flowoptPlots['tuner:objective'].series.slice(-1)[0].name")
+    assert best == "best so far (min)"
+    assert page.locator('[data-plot="tuner:curves"] g[data-series] path').count() == 6
+    _shot(page, "report-tuned")

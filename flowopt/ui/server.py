@@ -24,7 +24,6 @@ import hmac
 import json
 import os
 import threading
-from importlib import resources
 from typing import Any, Callable
 
 from starlette.applications import Starlette
@@ -35,7 +34,7 @@ from starlette.routing import Route
 
 from flowopt.errors import FlowoptError, StoreError
 
-from . import data
+from . import data, static_text
 
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "plot.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
@@ -45,10 +44,6 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline';
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_ENV = "FLOWOPT_UI_TOKEN"
 COOKIE = "flowopt_ui_token"
-
-
-def static_text(name: str) -> str:
-    return resources.files("flowopt.ui").joinpath("static", name).read_text(encoding="utf-8")
 
 
 class _Guard:
