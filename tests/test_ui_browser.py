@@ -5,7 +5,8 @@ saved as a screenshot under ``build/ui-screenshots/`` (or ``$FLOWOPT_UI_SCREENSH
 for a person to look at.
 
 Skipped, with the reason shown, when Playwright or a system Chromium is missing; CI
-installs both (``.ci/run``).
+installs both (``.ci/run``) and sets ``FLOWOPT_REQUIRE_BROWSER``, which turns a missing
+Chromium into a failure there.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ pytest.importorskip("uvicorn", reason="the ui extra is not installed")
 
 CHROMIUM = next((p for p in (os.environ.get("FLOWOPT_CHROMIUM"), shutil.which("chromium"),
                              shutil.which("chromium-browser")) if p), None)
+if CHROMIUM is None and os.environ.get("FLOWOPT_REQUIRE_BROWSER"):
+    raise RuntimeError("FLOWOPT_REQUIRE_BROWSER is set but no chromium is installed")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system chromium "
                                 "(apt-get install chromium)")
 ROOT = Path(__file__).resolve().parents[1]
