@@ -49,26 +49,38 @@ def outcome(trained, train, val):
     return accuracy, loss
 
 
+SEEDS = (3, 4, 5)
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
 def test_adam8bit_matches_fp32_adam_in_accuracy_and_final_training_loss(digits):
+    # Averaged over three training seeds: one seed's accuracy moves by single validation
+    # examples from one CPU to another, the claim's margins do not.
     train, val, net, ctx = digits
     run = dict(lr=3e-3, steps=300, batch_size=64, device="cpu")
-    fp32 = outcome(optimizer.adam.fn(net, train, XENT, ctx(3), **run), train, val)
-    low = outcome(optimizer.adam8bit.fn(net, train, XENT, ctx(3), min_8bit_size=0, **run),
-                  train, val)
-    assert fp32[0] > 0.95
-    assert abs(low[0] - fp32[0]) <= 0.01
-    assert abs(low[1] - fp32[1]) <= 0.05 * fp32[1]
+    fp32 = [outcome(optimizer.adam.fn(net, train, XENT, ctx(s), **run), train, val)
+            for s in SEEDS]
+    low = [outcome(optimizer.adam8bit.fn(net, train, XENT, ctx(s), min_8bit_size=0, **run),
+                   train, val) for s in SEEDS]
+    accuracy = mean([a for a, _ in fp32]), mean([a for a, _ in low])
+    loss = mean([l for _, l in fp32]), mean([l for _, l in low])
+    assert accuracy[0] > 0.95
+    assert abs(accuracy[1] - accuracy[0]) <= 0.01, accuracy
+    assert abs(loss[1] - loss[0]) <= 0.05 * loss[0], loss
 
 
 def test_lion_reaches_adamw_accuracy_with_a_three_times_smaller_learning_rate(digits):
     train, val, net, ctx = digits
     run = dict(steps=600, batch_size=64, device="cpu")
-    adamw = outcome(optimizer.adamw.fn(net, train, XENT, ctx(3), lr=3e-3, weight_decay=0.1,
-                                       **run), train, val)
-    lion = outcome(optimizer.lion.fn(net, train, XENT, ctx(3), lr=1e-3, weight_decay=0.3,
-                                     **run), train, val)
-    assert adamw[0] > 0.96
-    assert lion[0] >= adamw[0] - 0.01
+    adamw = mean([outcome(optimizer.adamw.fn(net, train, XENT, ctx(s), lr=3e-3, weight_decay=0.1,
+                                             **run), train, val)[0] for s in SEEDS])
+    lion = mean([outcome(optimizer.lion.fn(net, train, XENT, ctx(s), lr=1e-3, weight_decay=0.3,
+                                           **run), train, val)[0] for s in SEEDS])
+    assert adamw > 0.96
+    assert lion >= adamw - 0.01, (lion, adamw)
 
 
 def test_steps_to_target_reads_the_first_step_at_or_above_the_target():
