@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -107,10 +108,10 @@ def _view(tab, name: str) -> None:
 
 def test_the_runs_table_filters_sorts_and_shows_where_errors_at_their_column(served, page):
     url, ids = served
-    page.goto(url)
+    page.goto(url + "/#/runs?where=" + urllib.parse.quote("pipeline != 'ui-live'"))
     _view(page, "runs")
     rows = page.locator("#runs-table tbody tr")
-    assert rows.count() == 7  # trial runs are children, hidden from the list
+    assert rows.count() == 8  # trial runs are children, hidden from the list
     page.fill("#where", "params.x > 0.5")
     page.click("#apply")
     playwright_api.expect(page.locator("#runs-table tbody tr")).to_have_count(1)
@@ -149,10 +150,44 @@ def test_a_run_shows_its_graph_series_per_layer_bars_and_artifacts(served, page)
     assert bars["type"] == "bar" and bars["series"][0]["y"] == [8, 4, 4, 8]
     assert page.locator('[data-plot="series:curve.layer_bits"] g[data-series] rect').count() == 4
     _shot(page, "run")
-    page.click("#artifacts-table a")
+
+
+def test_lineage_goes_down_to_source_files_and_its_links_lead_on(served, page):
+    url, ids = served
+    page.goto(f"{url}/#/run/{ids['lineage']}")
+    _view(page, "run")
+    page.click('#artifacts-table tr:has-text("table.dataset") a')
     _view(page, "lineage")
-    assert page.text_content("main h1").startswith("Artifact")
+    assert page.text_content("#sources-table tbody").count(ids["csv"]) == 1
+    downstream = page.locator("#downstream-table tbody tr")
+    assert downstream.count() >= 1 and "split" in downstream.first.text_content()
     _shot(page, "lineage")
+    page.click("#downstream-table tbody tr >> nth=0 >> a >> nth=0")  # a product of split
+    playwright_api.expect(page.locator("#upstream-table tbody tr")).not_to_have_count(0)
+    assert "table" in page.text_content("#upstream-table")
+
+
+def test_a_running_run_updates_live(served, page):
+    from flowopt.recording import RunInfo
+    from flowopt.store import Store
+
+    url, ids = served
+    store = Store.open(ids["store"])
+    run_id = store.begin_run(RunInfo(pipeline="ui-live", seed=0, params={}, spec={}))
+    store.log_metric(run_id, "train", "loss", 1.0, 1)
+    store.flush()
+    try:
+        page.goto(f"{url}/#/run/{run_id}")
+        _view(page, "run")
+        assert page.text_content("h1 .status") == "running"
+        for step in range(2, 6):
+            store.log_metric(run_id, "train", "loss", 1.0 / step, step)
+    finally:
+        store.end_run(run_id, "succeeded")
+        store.close()
+    playwright_api.expect(page.locator("h1 .status")).to_have_text("succeeded", timeout=10_000)
+    loss = page.evaluate("window.flowoptPlots['series:train.loss']")
+    assert loss["series"][0]["x"] == [1, 2, 3, 4, 5]
 
 
 def test_a_failed_run_names_the_node_and_its_error(served, page):

@@ -71,6 +71,9 @@ def run_view(store: Any, run_id: str) -> dict[str, Any]:
     detail = store.run(run_id)
     data = detail.to_json()
     data["seconds"] = detail.run.seconds
+    if detail.run.status == "running":  # its process may be gone: say so, write nothing
+        shown = store.runs_page(f"run_id = '{detail.run.run_id}'", trials=True, limit=1).runs
+        data["status"] = shown[0].status if shown else data["status"]
     data["graph"] = graph_layout(detail.nodes)
     series = store.series(detail.run.run_id)
     data["figures"] = figures.series_figures(series)

@@ -34,6 +34,13 @@ nodes:
   tune: {{kind: tuner.random, in: {{objective: curve.value}}, with: {{mode: min, trials: 6}}}}
 """
 
+LINEAGE = """
+pipeline: ui-lineage
+nodes:
+  table: {{kind: data.csv, with: {{path: "{csv}"}}}}
+  split: {{kind: data.split, in: {{dataset: table}}, with: {{val_fraction: 0.25}}}}
+"""
+
 FAILING = """
 pipeline: ui-failing
 plugins: [{plugin}]
@@ -43,13 +50,14 @@ nodes:
 """
 
 
-def _run(folder: Path, text: str, store: str, name: str, **overrides: str) -> object:
+def _run(folder: Path, text: str, store: str, name: str, csv: str = "",
+         **overrides: str) -> object:
     from flowopt.graph import compile_pipeline
     from flowopt.runner import execute
     from flowopt.spec import load_spec
 
     path = folder / f"{name}.yaml"
-    path.write_text(text.format(plugin=PLUGIN))
+    path.write_text(text.format(plugin=PLUGIN, csv=csv))
     return execute(compile_pipeline(load_spec(path, [f"{k}={v}" for k, v in overrides.items()])),
                    store=store)
 
@@ -63,6 +71,10 @@ def build_store(folder: Path) -> dict[str, str]:
     ids["tuned"] = _run(folder, TUNED, store_dir, "tuned").run_id
     ids["cached"] = _run(folder, TUNED, store_dir, "tuned").run_id
     ids["failed"] = _run(folder, FAILING, store_dir, "failing").run_id
+    table = folder / "points.csv"
+    table.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
+    ids["lineage"] = _run(folder, LINEAGE, store_dir, "lineage", csv=str(table)).run_id
+    ids["csv"] = str(table)
     from flowopt.recording import RunInfo
     from flowopt.store import Store
     from flowopt.tuning.records import TrialInfo
