@@ -85,14 +85,16 @@ def tuner_sections(store: Any, detail: Any) -> list[Section]:
     sections = []
     for node in sorted({t.node for t in detail.trials}):
         view = tuner_view(store, detail.run.run_id, node)
+        steps = any(t.get("steps") is not None for t in view["trials"])
         rows = [(t["number"], t["status"], t["objective"],
                  ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t["params"].items())),
-                 t.get("steps"), t["seconds"], (t.get("trial_run_id") or "")[:12])
-                for t in view["trials"]]
+                 *([t.get("steps")] if steps else []), t["seconds"],
+                 (t.get("trial_run_id") or "")[:12]) for t in view["trials"]]
         origin = (f'<p class="note">trials of run {html.escape(view["from_run"][:12])}, '
                   "reused by this cached run</p>") if view.get("from_run") else ""
         sections.append((f"Tuner {node}", origin + figures_html(view["figures"]) + _table(
-            ("trial", "status", "objective", "params", "steps", "seconds", "run"), rows)))
+            ("trial", "status", "objective", "params", *(["steps"] if steps else []), "seconds",
+             "run"), rows)))
     return sections
 
 

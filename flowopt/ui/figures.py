@@ -65,11 +65,11 @@ def overlay_figure(key: str, runs: Sequence[tuple[str, Any]]) -> Figure:
     ``[(label, Series)]``."""
     values = [v for _, s in runs for v in s.values]
     per_layer = is_per_layer(key)
-    return {"id": f"compare:{key}", "title": key, "type": "line",
+    return {"id": f"compare:{key}", "title": key, "type": "bar" if per_layer else "line",
             "x": {"label": "layer" if per_layer else "step", "log": False},
-            "y": {"label": key.rpartition(".")[2], "log": _log(key, values)},
+            "y": {"label": key.rpartition(".")[2], "log": not per_layer and _log(key, values)},
             "series": [{"name": label, "x": list(s.steps), "y": [_finite(v) for v in s.values],
-                        "mode": "line"} for label, s in runs]}
+                        "mode": "bar" if per_layer else "line"} for label, s in runs]}
 
 
 # -- tuners -----------------------------------------------------------------------------

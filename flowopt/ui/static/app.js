@@ -250,15 +250,16 @@
     const curve = query.get("curve");
     const d = await api("/api/runs/" + encodeURIComponent(runId) + "/tuner/" + encodeURIComponent(node) + (curve ? "?curve=" + encodeURIComponent(curve) : ""));
     const names = [...new Set(d.trials.flatMap(t => Object.keys(t.params)))].sort();
+    const withSteps = d.trials.some(t => t.steps !== undefined && t.steps !== null);
     const rows = d.trials.map(t => h("tr", { "data-trial": t.number }, [cell(t.number), h("td", {}, [status(t.status)]), cell(t.objective)]
-      .concat(names.map(n => cell(t.params[n]))).concat([cell(t.steps === undefined ? null : t.steps), cell(seconds(t.seconds), "num"),
+      .concat(names.map(n => cell(t.params[n]))).concat(withSteps ? [cell(t.steps === undefined ? null : t.steps)] : []).concat([cell(seconds(t.seconds), "num"),
         h("td", {}, t.trial_run_id ? [link("#/run/" + t.trial_run_id, short(t.trial_run_id))] : ["–"]), cell(t.error || "")])));
     const select = h("select", { id: "curve-key", onchange: ev => go(["tuner", runId, node], new URLSearchParams({ curve: ev.target.value })) },
       d.curve_keys.map(k => h("option", { value: k, selected: k === d.curve, text: k })));
     view().replaceChildren(h("h1", {}, ["Tuner ", h("span", { text: node }), " · ", link("#/run/" + d.run_id, short(d.run_id)), " · ", d.pipeline]),
       d.from_run ? h("div", { class: "note", text: "trials reused from run " + short(d.from_run) }) : h("span"),
       h("p", { class: "muted", text: d.trials.length + " trials · mode " + d.mode + (d.hypervolume !== null && d.hypervolume !== undefined ? " · hypervolume " + fmt(d.hypervolume) : "") }),
-      table(["#", "status", "objective"].concat(names).concat(["steps", "time", "run", "error"]), rows, { id: "trials-table" }),
+      table(["#", "status", "objective"].concat(names).concat(withSteps ? ["steps"] : []).concat(["time", "run", "error"]), rows, { id: "trials-table" }),
       h("div", { class: "toolbar" }, [h("label", {}, ["trial curves: ", select])]), figures(d.figures));
     setStatus(d.trials.length + " trials");
   }

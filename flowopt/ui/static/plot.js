@@ -61,7 +61,7 @@
   function niceStep(raw) {
     const e = Math.pow(10, Math.floor(Math.log10(raw || 1)));
     const m = raw / e;
-    return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * e;
+    return (m < 1.5 ? 1 : m < 3 ? 2 : m < 7 ? 5 : 10) * e;  // the nearest of 1, 2, 5, 10
   }
 
   function legend(container, spec, svg) {
@@ -99,7 +99,7 @@
         text(g, x, H - M.b + 15, fmt(v), { "text-anchor": "middle" });
       });
     }
-    sy.ticks(4).forEach(v => {
+    sy.ticks(5).forEach(v => {
       const y = sy(v); if (y === null) return;
       el("line", { x1: M.l - 4, y1: y, x2: W - M.r, y2: y, class: "grid" }, g);
       text(g, M.l - 6, y + 4, fmt(v), { "text-anchor": "end" });
@@ -227,7 +227,7 @@
       if (a.categories) {
         a.categories.forEach(c => text(svg, x + 3, scales[j](c) + 3, c, { class: "small" }));
       } else {
-        scales[j].ticks(3).forEach(v => { const y = scales[j](v); if (y !== null) text(svg, x + 3, y + 3, fmt(v), { class: "small" }); });
+        scales[j].ticks(4).forEach(v => { const y = scales[j](v); if (y !== null) text(svg, x + 3, y + 3, fmt(v), { class: "small" }); });
       }
     });
     container.appendChild(svg);
