@@ -22,13 +22,17 @@ from flowopt.store.browse import ReadOnlyStore  # noqa: E402
 from flowopt.ui.server import build_app, check_host  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def ids(tmp_path_factory):
+def _builder():
     spec = importlib.util.spec_from_file_location(
         "ui_store", Path(__file__).parent / "plugins" / "ui_store.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build_store(tmp_path_factory.mktemp("api"))
+    return module.build_store
+
+
+@pytest.fixture(scope="module")
+def ids(tmp_path_factory):
+    return _builder()(tmp_path_factory.mktemp("api"))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,7 @@ def client(ids):
 def test_runs_are_paged_with_their_total_and_the_columns_they_have(client):
     first = client.get("/api/runs", params={"limit": 3}).json()
     second = client.get("/api/runs", params={"limit": 3, "offset": 3}).json()
-    assert first["total"] == second["total"] == 8
+    assert first["total"] == second["total"] == 9
     assert len(first["runs"]) == 3 and len(second["runs"]) == 3
     assert not {r["run_id"] for r in first["runs"]} & {r["run_id"] for r in second["runs"]}
     everything = client.get("/api/runs").json()
@@ -123,6 +127,16 @@ def test_the_tuner_view_reads_strategy_attributes_when_present(client, ids):
     assert figures["tuner:pareto"]["hypervolume"] == pytest.approx(0.42)
 
 
+def test_pbt_schedules_and_the_copy_tree_are_drawn(client, ids):
+    tuner = client.get(f"/api/runs/{ids['pbt']}/tuner/tune").json()
+    figures = {f["id"]: f for f in tuner["figures"]}
+    lr = {s["name"]: s for s in figures["pbt:tune:lr"]["series"]}
+    assert lr["member 1"]["x"] == [0, 10, 10, 20] and lr["member 1"]["y"][-1] == 0.02
+    assert figures["pbt:tune:copies"]["arrows"] == [{"x0": 10, "y0": 0, "x1": 10, "y1": 1}]
+    run = client.get(f"/api/runs/{ids['pbt']}").json()
+    assert run["tuners"] == ["tune"] and "pbt:tune:score" in {f["id"] for f in run["figures"]}
+
+
 def test_lineage_follows_an_artifact_up_and_down(client, ids):
     run = client.get(f"/api/runs/{ids['plain']}").json()
     artifact = run["artifacts"][0]["id"]
@@ -177,3 +191,20 @@ def test_a_non_local_host_needs_a_token():
                            "--store", "nowhere"], capture_output=True, text=True,
                           env={**__import__("os").environ, "FLOWOPT_UI_TOKEN": ""})
     assert done.returncode == 2 and "needs a token" in done.stderr
+
+
+@pytest.mark.postgres
+def test_the_views_answer_the_same_on_postgresql(postgres_url, tmp_path):
+    ids = _builder()(tmp_path, postgres_url)
+    client = TestClient(build_app(ReadOnlyStore.open(postgres_url)))
+    page = client.get("/api/runs", params={"order_by": "duration desc", "limit": 4}).json()
+    assert page["total"] == 9 and len(page["runs"]) == 4
+    seconds = [r["seconds"] for r in page["runs"]]
+    assert seconds == sorted(seconds, reverse=True)
+    cached = client.get(f"/api/runs/{ids['cached']}").json()
+    assert {t["from_run"] for t in cached["trials"]} == {ids["tuned"]}
+    pareto = next(f for f in client.get(f"/api/runs/{ids['multi']}/tuner/tune").json()["figures"]
+                  if f["id"] == "tuner:pareto")
+    assert sorted(pareto["series"][1]["labels"]) == ["trial 0", "trial 1", "trial 3"]
+    compare = client.get("/api/compare", params={"ids": f"{ids['plain']},{ids['plain2']}"}).json()
+    assert compare["params"]["x"]["differs"] is True

@@ -111,7 +111,7 @@ def test_the_runs_table_filters_sorts_and_shows_where_errors_at_their_column(ser
     page.goto(url + "/#/runs?where=" + urllib.parse.quote("pipeline != 'ui-live'"))
     _view(page, "runs")
     rows = page.locator("#runs-table tbody tr")
-    assert rows.count() == 8  # trial runs are children, hidden from the list
+    assert rows.count() == 9  # trial runs are children, hidden from the list
     page.fill("#where", "params.x > 0.5")
     page.click("#apply")
     playwright_api.expect(page.locator("#runs-table tbody tr")).to_have_count(1)
@@ -255,6 +255,10 @@ def test_the_tuner_view_draws_trials_best_so_far_pareto_and_rungs(served, page):
     curves = page.evaluate("window.flowoptPlots['tuner:curves']")
     assert [v["x"] for v in curves["vlines"]] == [10]  # the pruned trial stopped at a rung
     _shot(page, "tuner-pareto")
+    page.goto(f"{url}/#/tuner/{ids['pbt']}/tune")
+    page.wait_for_selector('[data-plot="pbt:tune:copies"] svg')
+    assert page.locator('[data-plot="pbt:tune:copies"] line.arrow').count() == 1
+    _shot(page, "tuner-pbt")
 
 
 def test_the_report_draws_the_same_figures_offline(served, page, tmp_path):

@@ -77,7 +77,8 @@ def run_view(store: Any, run_id: str) -> dict[str, Any]:
     data["graph"] = graph_layout(detail.nodes)
     series = store.series(detail.run.run_id)
     data["figures"] = figures.series_figures(series)
-    data["tuners"] = sorted({t.node for t in detail.trials})
+    data["tuners"] = sorted({t.node for t in detail.trials}
+                            | {n.id for n in detail.nodes if n.kind.startswith("tuner.")})
     data["errors"] = [{"node": n.id, "error": n.error} for n in detail.nodes if n.error]
     extra = quantization_and_population(store, detail)
     data["figures"] += extra
@@ -164,7 +165,8 @@ def tuner_view(store: Any, run_id: str, node: str, curve: str | None = None) -> 
 
     detail = store.run(run_id)
     trials = store.tuner_trials(detail.run.run_id, node)
-    if not trials:
+    population = any(n.id == node and n.kind == "tuner.pbt" for n in detail.nodes)
+    if not trials and not population:
         tuners = sorted({t.node for t in detail.trials})
         raise StoreError(f"run {detail.run.run_id[:12]} has no trials of node '{node}'",
                          hint="tuner nodes: " + (", ".join(tuners) or "none"))
@@ -180,16 +182,17 @@ def tuner_view(store: Any, run_id: str, node: str, curve: str | None = None) -> 
     curves = {children[r]: s for r, runs in series.items() for s in runs if s.name == chosen}
     names = [str(n) for n in config.get("objective_names") or []]
     hypervolume = detail.run.metrics.get(f"{node}.hypervolume")
+    from_run = trials[0].record.from_run if trials else None
     data = {"run_id": detail.run.run_id, "pipeline": detail.run.pipeline, "node": node,
             "mode": mode, "trials": [t.to_json() for t in trials], "curve_keys": keys,
             "curve": chosen, "hypervolume": hypervolume,
-            "from_run": trials[0].record.from_run,
+            "from_run": from_run,
             "figures": figures.tuner_figures(trials, mode, curves, chosen, names, hypervolume,
-                                             modes)}
-    if any(n.id == node and n.kind == "tuner.pbt" for n in detail.nodes):
+                                             modes) if trials else []}
+    if population:
         from flowopt.store.population import read_events
 
-        source = trials[0].record.from_run or detail.run.run_id
+        source = from_run or detail.run.run_id
         events = read_events(store.engine, source, node)
         data["figures"] += figures.population_figures(events, node) if events else []
     return _jsonable(data)

@@ -62,9 +62,10 @@ def _run(folder: Path, text: str, store: str, name: str, csv: str = "",
                    store=store)
 
 
-def build_store(folder: Path) -> dict[str, str]:
-    """Fill a store under `folder`; returns the run ids by role and ``store``."""
-    store_dir = str(folder / "store")
+def build_store(folder: Path, location: str | None = None) -> dict[str, str]:
+    """Fill the store at `location` (default: a folder under `folder`); returns the run
+    ids by role and ``store``."""
+    store_dir = location or str(folder / "store")
     ids = {"store": store_dir}
     ids["plain"] = _run(folder, PLAIN, store_dir, "plain").run_id
     ids["plain2"] = _run(folder, PLAIN, store_dir, "plain2", **{"params.x": "0.75"}).run_id
@@ -114,5 +115,27 @@ def build_store(folder: Path) -> dict[str, str]:
     store.log_metric(multi, "tune", "hypervolume", 0.42, None)
     store.end_run(multi, "succeeded")
     ids["multi"] = multi
+    # A PBT run: two members, member 1 copies member 0 at step 10 and explores its lr.
+    from types import SimpleNamespace
+
+    from flowopt.store.population import write_events
+
+    pbt = store.begin_run(RunInfo(pipeline="ui-pbt", seed=0, params={}, spec={}))
+    store.record_execution(ExecutionRecord(
+        run_id=pbt, node_id="tune", kind="tuner.pbt", kind_version=1, cache_key="1" * 32,
+        status="succeeded", config={"mode": "max"}, seconds=2.0))
+
+    def event(member, step, kind, lr, score=None, source=None, source_score=None):
+        return SimpleNamespace(member=member, step=step, event=kind, new_params={"lr": lr},
+                               old_params=None, from_member=source, score=score,
+                               from_score=source_score, checkpoint_id=None)
+
+    write_events(store.engine, pbt, "tune", [
+        event(0, 0, "start", 0.01), event(1, 0, "start", 0.1),
+        event(0, 10, "keep", 0.01, 0.9), event(1, 10, "exploit", 0.01, 0.5, 0, 0.9),
+        event(1, 10, "explore", 0.02, None, 0, 0.9),
+        event(0, 20, "finish", 0.01, 0.93), event(1, 20, "finish", 0.02, 0.95)])
+    store.end_run(pbt, "succeeded")
+    ids["pbt"] = pbt
     store.close()
     return ids
