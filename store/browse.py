@@ -179,6 +179,18 @@ class BrowseQueries:
             records.append(record)
         return RunsPage(tuple(records), total, offset, limit, tuple(dict.fromkeys(compiler.notes)))
 
+    def resolve_run_ids(self, prefixes: Sequence[str]) -> list[str]:
+        """Full ids for many ids or prefixes: full ids in one query (a comparison of 100
+        runs must not scan the runs table 100 times), the rest one by one."""
+        wanted = [p.strip() for p in prefixes]
+        known: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), IN_CHUNK):
+                known.update(conn.execute(select(Run.id).where(
+                    Run.id.in_(wanted[start:start + IN_CHUNK]))).scalars())
+        return [p if p in known else self.resolve_run_id(p)  # type: ignore[attr-defined]
+                for p in wanted]
+
     # -- what a cached run reused ---------------------------------------------------------
     def reuse_of(self, run_id: str) -> dict[str, Reuse]:
         """``node -> Reuse`` for each cached execution of run `run_id` (a full id): the

@@ -197,7 +197,7 @@ class Queries:
         """Params and final metrics of several runs side by side."""
         if len(run_ids) < 2:
             raise StoreError("compare needs at least two runs")
-        ids = [self.resolve_run_id(r) for r in run_ids]
+        ids = self.resolve_run_ids(run_ids)  # type: ignore[attr-defined]
         self.reap_abandoned()
         with self.engine.connect() as conn:
             rows = {r["id"]: r for r in conn.execute(
