@@ -119,14 +119,16 @@ def build_app(store: Any, *, token: str | None = None) -> Starlette:
                 return _error(exc)
         return endpoint
 
-    def page(_: Request) -> Response:
-        return Response(static_text("index.html"), media_type=STATIC["index.html"])
+    files = {name: static_text(name).encode() for name in STATIC}  # read once, served from memory
 
-    def static(request: Request) -> Response:
+    async def page(_: Request) -> Response:
+        return Response(files["index.html"], media_type=STATIC["index.html"])
+
+    async def static(request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in STATIC:
+        if name not in files:
             return PlainTextResponse("not found", status_code=404)
-        return Response(static_text(name), media_type=STATIC[name])
+        return Response(files[name], media_type=STATIC[name])
 
     def runs(request: Request) -> Any:
         q = request.query_params
@@ -157,7 +159,7 @@ def build_app(store: Any, *, token: str | None = None) -> Starlette:
     def lineage(request: Request) -> Any:
         return data.lineage_view(store, request.path_params["artifact"])
 
-    def no_icon(_: Request) -> Response:
+    async def no_icon(_: Request) -> Response:
         return Response(status_code=204)  # browsers ask; an empty answer is no error
 
     routes = [Route("/", page), Route("/static/{name}", static), Route("/favicon.ico", no_icon),
