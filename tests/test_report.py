@@ -119,3 +119,24 @@ def test_an_unknown_run_is_one_line_and_exit_2(tuned_run, tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("error:") and "Traceback" not in done.stderr
     assert not (tmp_path / "x.html").exists()
+
+
+def test_quantized_models_are_drawn_as_accuracy_against_size():
+    from flowopt.ui.data import quantization_rows
+    from flowopt.ui.figures import quantization_figure
+
+    run = {"metrics": {"q8.size_ratio": 0.26, "q4.size_ratio": 0.14, "s8.accuracy": 0.97,
+                       "s4.accuracy": 0.91, "sf.accuracy": 0.98},
+           "nodes": [{"id": "train", "kind": "optimizer.adam", "inputs": []},
+                     {"id": "q8", "kind": "quantizer.blockwise", "inputs": ["a0"]},
+                     {"id": "q4", "kind": "quantizer.blockwise", "inputs": ["a0"]},
+                     {"id": "s8", "kind": "evaluator.classification", "inputs": ["a8"]},
+                     {"id": "s4", "kind": "evaluator.classification", "inputs": ["a4"]},
+                     {"id": "sf", "kind": "evaluator.classification", "inputs": ["a0"]}],
+           "artifacts": [{"id": "a0", "node": "train", "port": "model"},
+                         {"id": "a8", "node": "q8", "port": "model"},
+                         {"id": "a4", "node": "q4", "port": "model"}]}
+    figure = quantization_figure(quantization_rows(run))
+    points = {s["name"]: (s["x"][0], s["y"][0]) for s in figure["series"]}
+    assert points == {"q4": (0.14, 0.91), "q8": (0.26, 0.97), "train": (1.0, 0.98)}
+    assert figure["type"] == "scatter"
