@@ -90,6 +90,8 @@ def test_a_cached_rerun_shows_what_it_reused_and_from_which_run(client, ids):
     tune = next(n for n in run["nodes"] if n["id"] == "tune")
     assert tune["status"] == "cached" and tune["reused_from"]["run_id"] == ids["tuned"]
     assert len(run["trials"]) == 6 and {t["from_run"] for t in run["trials"]} == {ids["tuned"]}
+    curves = next(f for f in run["figures"] if f["id"] == "tuner:tune:curves")
+    assert len(curves["series"]) == 6  # the reused trials' learning curves
     tuner = client.get(f"/api/runs/{ids['cached']}/tuner/tune").json()
     assert tuner["from_run"] == ids["tuned"] and len(tuner["trials"]) == 6
 

@@ -80,8 +80,13 @@ def run_view(store: Any, run_id: str) -> dict[str, Any]:
     data["tuners"] = sorted({t.node for t in detail.trials}
                             | {n.id for n in detail.nodes if n.kind.startswith("tuner.")})
     data["errors"] = [{"node": n.id, "error": n.error} for n in detail.nodes if n.error]
-    extra = quantization_and_population(store, detail)
-    data["figures"] += extra
+    for node in sorted({t.node for t in detail.trials}):  # the trials' learning curves
+        curves = [f for f in tuner_view(store, detail.run.run_id, node)["figures"]
+                  if f["id"] == "tuner:curves"]
+        for figure in curves:
+            figure.update(id=f"tuner:{node}:curves", title=f"{node}: {figure['title']}")
+        data["figures"] += curves
+    data["figures"] += quantization_and_population(store, detail)
     return _jsonable(data)
 
 

@@ -152,7 +152,7 @@
 
   // -- Run -------------------------------------------------------------------------------
   function graph(g) {
-    const NS = "http://www.w3.org/2000/svg", BW = 150, BH = 42, GX = 60, GY = 16;
+    const NS = "http://www.w3.org/2000/svg", BW = 176, BH = 42, GX = 60, GY = 16;
     const columns = Math.max(1, ...g.nodes.map(n => n.column + 1)), rows = Math.max(1, ...g.nodes.map(n => n.row + 1));
     const svg = document.createElementNS(NS, "svg");
     const width = columns * (BW + GX), height = rows * (BH + GY) + GY;
