@@ -1,6 +1,9 @@
 """Executors run one node task at a time each; the scheduler owns all policy.
 
-An executor only needs `submit(fn) -> Future`, `workers` and `shutdown()`. The
+An executor only needs `submit(fn) -> Future`, `workers` and `shutdown()`; it may also
+run a node's function itself (`call(node, ctx, inputs)`, the Ray executor does: see
+`flowopt.ray_executor`) and give a tuner's trial runs an executor of the same kind
+(`child(workers)`; `child_executor`). The
 `SyncExecutor` runs each task inside `submit` (deterministic, easy to debug) and is the
 reference the parallel executor is tested against; `ThreadExecutor` runs tasks on a
 thread pool — torch and the numba kernels release the GIL in their hot loops, and
@@ -58,11 +61,46 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def make_executor(name: str = "local", workers: int | None = None) -> Executor:
-    """``local`` (threads; ``workers=1`` gives the synchronous executor) or ``ray``."""
+def make_executor(name: str = "local", workers: int | None = None,
+                  address: str | None = None) -> Executor:
+    """``local`` (threads; ``workers=1`` gives the synchronous executor) or ``ray`` (joins
+    the cluster at `address`, else starts a local one with `workers` CPUs)."""
+    if workers is not None and workers < 1:
+        raise FlowoptError(f"--workers must be at least 1, got {workers}")
     if name == "local":
+        if address is not None:
+            raise FlowoptError("--address is for --executor ray")
         return SyncExecutor() if workers == 1 else ThreadExecutor(workers)
     if name == "ray":
-        raise FlowoptError("the ray executor is not available in this release",
-                           hint="use --executor local")
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(workers, address)
     raise FlowoptError(f"unknown executor '{name}' (choose local or ray)")
+
+
+def child_executor(parent: Executor, workers: int) -> Executor:
+    """The executor of a tuner's trial run: the same kind as the tuning run's."""
+    child = getattr(parent, "child", None)
+    return child(workers) if child is not None else make_executor("local", workers)
+
+
+def check_local_resources(graph: Any, cores: int | None = None) -> None:
+    """Refuse, before anything runs, a node whose ``resources`` this machine cannot give."""
+    cores = cores or default_workers()
+    gpus = None
+    for node in graph:
+        wanted = getattr(node, "resources", None)
+        if not wanted:
+            continue
+        if wanted["cpus"] > cores:
+            raise FlowoptError(f"node '{node.id}': resources.cpus {wanted['cpus']:g} is more than "
+                        f"this machine's {cores} cores", hint="lower it, or run with "
+                        "--executor ray on a cluster that has such a machine")
+        if wanted["gpus"] > 0:
+            if gpus is None:
+                import torch
+
+                gpus = torch.cuda.device_count()
+            if wanted["gpus"] > max(gpus, 0) or gpus == 0:
+                raise FlowoptError(f"node '{node.id}': resources.gpus {wanted['gpus']:g} but this "
+                            f"machine has {gpus} GPU(s)")

@@ -57,10 +57,17 @@ class Node:
     params: frozenset[str]
     seed: int
     cache_key: str
+    #: ``{"cpus": float, "gpus": float}`` when the spec declares them (not in the cache key)
+    resources: Mapping[str, float] | None = None
 
     def output_key(self, port: str) -> str:
         """Cache key of one of this node's outputs."""
         return f"{self.cache_key}.{port}"
+
+
+def _resources(spec: Any) -> Mapping[str, float] | None:
+    declared = getattr(spec, "resources", None)
+    return None if declared is None else MappingProxyType(declared.model_dump())
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,7 +163,8 @@ class _Compiler:
             nodes[nid] = Node(id=nid, kind=kind, config=MappingProxyType(configs[nid]),
                               inputs=MappingProxyType(bindings[nid]),
                               params=frozenset(param_refs(self.spec.nodes[nid].config)),
-                              seed=seed, cache_key=key)
+                              seed=seed, cache_key=key,
+                              resources=_resources(self.spec.nodes[nid]))
         return Graph(name=self.spec.pipeline, seed=self.spec.seed, spec=self.spec,
                      nodes=MappingProxyType(nodes), dag=nx.freeze(dag),
                      tuners=MappingProxyType(tuners))

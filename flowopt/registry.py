@@ -239,10 +239,11 @@ class NodeFactory:
         self.__name__ = kind.fn.__name__
         self.__wrapped__ = kind.fn
 
-    def __call__(self, *args: Any, node_id: str | None = None, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, node_id: str | None = None,
+                 resources: dict[str, float] | None = None, **kwargs: Any) -> Any:
         from .trace import record_call
 
-        return record_call(self.kind, args, kwargs, node_id=node_id)
+        return record_call(self.kind, args, kwargs, node_id=node_id, resources=resources)
 
     def __repr__(self) -> str:
         return f"<node kind {self.kind.name}>"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .executors import make_executor
+from .executors import check_local_resources, make_executor
 from .graph import Graph
 from .scheduler import RunResult, Scheduler
 
@@ -56,16 +56,28 @@ def source_files(graph: Graph) -> list[dict[str, Any]]:
 def execute(graph: Graph, *, store: Any = None, workers: int | None = None,
             executor: str = "local", use_cache: bool = True, device: str = "auto",
             listeners: list[Any] | None = None, source: str | None = None,
-            scheduler_hook: Any = None) -> RunResult:
+            scheduler_hook: Any = None, address: str | None = None) -> RunResult:
     """Run a compiled graph and record it; returns the `RunResult`.
 
+    The executor is made (and the nodes' ``resources`` checked against the machine or the
+    cluster) before the store is opened, so a run that cannot start writes nothing.
     `scheduler_hook`, if given, receives the `Scheduler` before it starts (the CLI uses it
     to learn the run id of an interrupted run).
     """
-    recorder = open_recorder(store)
+    runner = make_executor(executor, workers, address)
+    try:
+        check = getattr(runner, "check", None)
+        if check is not None:
+            check(graph)
+        else:
+            check_local_resources(graph)
+        recorder = open_recorder(store)
+    except BaseException:
+        runner.shutdown()
+        raise
     if hasattr(recorder, "record_sources"):
         recorder.record_sources(source_files(graph))
-    scheduler = Scheduler(graph, recorder, make_executor(executor, workers),
+    scheduler = Scheduler(graph, recorder, runner,
                           use_cache=use_cache, device=device, listeners=listeners or [],
                           source=source)
     if scheduler_hook is not None:

@@ -146,7 +146,9 @@ class Scheduler:
             ctx = Context(run_id=run_id, node_id=node.id, seed=node.seed, device=self.device,
                           cancel=self.cancel, emit=self.emit, threads=self.threads,
                           log_metric=lambda k, v, s: self._log_metric(run_id, node.id, k, v, s))
-            outcome.values = node.kind.call(ctx, resolved, dict(node.config))
+            remote = getattr(self.executor, "call", None)  # the Ray executor runs it there
+            outcome.values = (remote(node, ctx, resolved) if remote is not None
+                              else node.kind.call(ctx, resolved, dict(node.config)))
             outcome.metrics = {m: as_metric(outcome.values[m]) for m in node.kind.metrics}
             outcome.refs = self.recorder.save_outputs(node.id, outcome.values)
         except Interrupted:

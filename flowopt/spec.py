@@ -57,13 +57,25 @@ class Domain(BaseModel):
         return self
 
 
+class Resources(BaseModel):
+    """What one execution of a node needs: ``cpus`` (default 1) and ``gpus`` (default 0;
+    fractions share a device, as Ray Tune users do). The Ray executor schedules with them;
+    the local executor refuses a node that asks for more than the machine has."""
+
+    model_config = _STRICT
+    cpus: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    gpus: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
 class NodeSpec(BaseModel):
-    """One node: ``kind``, input bindings (``in``) and configuration (``with``)."""
+    """One node: ``kind``, input bindings (``in``), configuration (``with``) and, optionally,
+    the ``resources`` one execution needs (they are not part of its identity)."""
 
     model_config = _STRICT
     kind: str
     inputs: dict[str, str] = Field(default_factory=dict, alias="in")
     config: dict[str, Any] = Field(default_factory=dict, alias="with")
+    resources: Resources | None = None
 
 
 class PipelineSpec(BaseModel):
@@ -79,7 +91,7 @@ class PipelineSpec(BaseModel):
         """The YAML-shaped dict (``in``/``with`` aliases, empty sections dropped)."""
         data = self.model_dump(by_alias=True, exclude_defaults=False)
         for node in data["nodes"].values():
-            for key in ("in", "with"):
+            for key in ("in", "with", "resources"):
                 if not node[key]:
                     del node[key]
         for key in ("params", "search", "plugins"):

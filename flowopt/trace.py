@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextvars
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
@@ -121,7 +121,8 @@ def _caller() -> tuple[str, int]:
 
 
 def record_call(kind: NodeKind, args: tuple, kwargs: dict[str, Any],
-                node_id: str | None = None) -> NodeHandle:
+                node_id: str | None = None,
+                resources: Mapping[str, float] | None = None) -> NodeHandle:
     """Record one node in the active pipeline (called by `NodeFactory`)."""
     pipeline = _active()
     if len(args) > len(kind.inputs):
@@ -143,7 +144,8 @@ def record_call(kind: NodeKind, args: tuple, kwargs: dict[str, Any],
                                f"got {type(value).__name__}")
         inputs[name] = value.reference
     node_id = pipeline._new_id(node_id or kind.name.rsplit(".", 1)[-1])
-    pipeline._data["nodes"][node_id] = {"kind": kind.name, "in": inputs, "with": config}
+    pipeline._data["nodes"][node_id] = {"kind": kind.name, "in": inputs, "with": config,
+                                        **({"resources": dict(resources)} if resources else {})}
     file, line = _caller()
     pipeline._lines.file = pipeline._lines.file or file
     pipeline._lines.lines[("nodes", node_id)] = line
@@ -212,12 +214,17 @@ class Pipeline:
                                            base_dir=self._base_dir))
 
     def run(self, store: Any = None, *, workers: int | None = None, use_cache: bool = True,
-            device: str = "auto", listeners: Iterable[Any] = ()) -> Any:
-        """Compile and execute; records into `store` (a directory, URL or Store)."""
+            device: str = "auto", listeners: Iterable[Any] = (), executor: str = "local",
+            address: str | None = None) -> Any:
+        """Compile and execute; records into `store` (a directory, URL or Store).
+
+        ``executor="ray"`` runs the nodes on Ray: a local one started with `workers` CPUs,
+        or the cluster at `address` (see `flowopt.ray_executor`)."""
         from .runner import execute
 
         return execute(self.graph, store=store, workers=workers, use_cache=use_cache,
-                       device=device, listeners=list(listeners))
+                       device=device, listeners=list(listeners), executor=executor,
+                       address=address)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The pipeline as a YAML file's text (written to `path` if given)."""

@@ -146,3 +146,19 @@ def blobs() -> Any:
     y = torch.arange(240) % 3
     x = centres[y] + 0.7 * torch.randn(240, 6, generator=generator)
     return Dataset(x=x, y=y, meta={"task": "classification", "n_classes": 3, "n_features": 6})
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs) shared by the whole test session, shut down at its end;
+    skips visibly where Ray is not installed (the test extra installs it)."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'flowopt[ray]'")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()

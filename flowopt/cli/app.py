@@ -83,6 +83,9 @@ def run(file: Path = typer.Argument(..., help="Pipeline file (YAML)."),
         overrides: List[str] = SetOption, store: Optional[str] = StoreOption,
         no_cache: bool = typer.Option(False, "--no-cache", help="Recompute every node."),
         executor: str = typer.Option("local", "--executor", help="local | ray"),
+        address: Optional[str] = typer.Option(
+            None, "--address", help="With --executor ray: auto | HOST:PORT of a running "
+                                    "cluster [default: start a local one]."),
         workers: Optional[int] = typer.Option(None, "--workers", min=1,
                                               help="Parallel nodes [default: cores]."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
@@ -99,7 +102,8 @@ def run(file: Path = typer.Argument(..., help="Pipeline file (YAML)."),
     held: dict[str, Any] = {}
     try:
         result = _guarded(lambda: execute(
-            graph, store=store, workers=workers, executor=executor, use_cache=not no_cache,
+            graph, store=store, workers=workers, executor=executor, address=address,
+            use_cache=not no_cache,
             device=device, listeners=listeners, source=str(file),
             scheduler_hook=lambda s: held.setdefault("scheduler", s)))
     except KeyboardInterrupt:

@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from flowopt.errors import FlowoptError, Interrupted
-from flowopt.executors import default_workers, make_executor
+from flowopt.executors import child_executor, default_workers
 from flowopt.recording import ArtifactRef, RunInfo, utcnow
 
 from .kinds import split_config, strategy_class
@@ -196,7 +196,7 @@ class TuningLoop:
         except FlowoptError as exc:
             return self._end(info, start, status="failed", error=f"trial params rejected: {exc}")
         scope = TrialScope(self, info)
-        scheduler = Scheduler(graph, scope, make_executor("local", self.trial_workers),
+        scheduler = Scheduler(graph, scope, child_executor(self.host.executor, self.trial_workers),
                               use_cache=True, device=self.host.device, source=self.host.source)
         scheduler.cancel = self.host.cancel  # one Ctrl-C stops every trial
         scheduler.threads = self.trial_threads

@@ -1,0 +1,247 @@
+"""The Ray executor (`flowopt.ray_executor`), with a real Ray: one local cluster shared by
+the session (`ray_local`), and one test that starts a two-node cluster of its own.
+
+What it promises: the same run as the local executor (values, metrics, rows, lineage),
+only the driver writes to the store, trials run on Ray workers, nodes are scheduled with
+their ``resources``, a dead worker is retried once and then a failed node with its
+cause, Ctrl-C cancels the tasks, and bad input is one line with exit 2, nothing stored.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flowopt.cli.app import app
+from flowopt.errors import FlowoptError
+from flowopt.graph import compile_pipeline
+from flowopt.spec import load_spec
+
+PLUGIN = Path(__file__).parent / "plugins" / "ray_nodes.py"
+TRAINING = """
+pipeline: ray-training
+seed: 3
+nodes:
+  digits: {kind: data.digits}
+  split:  {kind: data.split, in: {dataset: digits}, with: {val_fraction: 0.2}}
+  net:    {kind: model.mlp, in: {data: split.train}, with: {hidden: [32]}}
+  xent:   {kind: loss.cross_entropy}
+  train:
+    kind: optimizer.adam
+    in: {model: net, data: split.train, loss: xent, val: split.val}
+    with: {lr: 0.01, steps: 60, batch_size: 64, eval_every: 20}
+  score:  {kind: evaluator.classification, in: {model: train, data: split.val}}
+"""
+SEARCH = f"""
+pipeline: ray-search
+seed: 0
+plugins: ["{PLUGIN}"]
+params: {{x: 0.0}}
+search: {{x: {{low: -1.0, high: 1.0}}}}
+nodes:
+  probe: {{kind: raytest.where, with: {{x: "${{params.x}}", pause: 0.3}}}}
+  tune:
+    kind: tuner.random
+    in: {{objective: probe.value}}
+    with: {{mode: min, trials: 4, parallel: 2}}
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "pipeline.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def _run(path: Path, store: Path, **options):
+    from flowopt.runner import execute
+
+    return execute(compile_pipeline(load_spec(path)), store=str(store), **options)
+
+
+def test_a_run_on_ray_equals_the_local_run_value_for_value_and_row_for_row(ray_local, tmp_path):
+    path = _write(tmp_path, TRAINING)
+    local = _run(path, tmp_path / "local", workers=2)
+    remote = _run(path, tmp_path / "ray", workers=2, executor="ray")
+    assert local.status == remote.status == "succeeded"
+    assert remote.metrics == local.metrics  # bit-identical: same seeds, same threads
+    assert remote.value("score", "accuracy") == local.value("score", "accuracy")
+    from flowopt.store import Store
+
+    a, b = Store.open(str(tmp_path / "local")), Store.open(str(tmp_path / "ray"))
+    ra, rb = a.run(local.run_id), b.run(remote.run_id)
+    assert [(n.id, n.status, n.cache_key) for n in ra.nodes] == \
+           [(n.id, n.status, n.cache_key) for n in rb.nodes]
+    assert sorted((x.node, x.port, x.hash) for x in ra.artifacts) == \
+           sorted((x.node, x.port, x.hash) for x in rb.artifacts)
+    # the training curve logged in a worker was recorded once, point for point
+    curve = a.metric_series(local.run_id, "train.val_accuracy")
+    assert len(curve) == 3 and b.metric_series(remote.run_id, "train.val_accuracy") == curve
+    # lineage: the same ancestry as the local run's, node for node
+    def ancestry(store, detail):
+        model = next(x for x in detail.artifacts if x.node == "score")
+        return sorted(e.node for e in store.lineage(model.id, "upstream").upstream)
+
+    assert ancestry(b, rb) == ancestry(a, ra) and "train" in ancestry(b, rb)
+
+
+def test_trials_run_in_ray_worker_processes_two_at_a_time(ray_local, tmp_path):
+    result = _run(_write(tmp_path, SEARCH), tmp_path / "store", executor="ray", workers=2)
+    assert result.status == "succeeded"
+    from flowopt.store import Store
+
+    store = Store.open(str(tmp_path / "store"))
+    trials = store.run(result.run_id).trials
+    assert len(trials) == 4 and all(t.status == "succeeded" for t in trials)
+    children = [store.run(t.trial_run_id).run for t in trials]
+    assert os.getpid() not in {c.metrics["probe.pid"] for c in children}  # not in the driver
+    # the metric series a worker logged reached each trial's child run
+    assert all(len(store.metric_series(t.trial_run_id, "probe.curve")) == 3 for t in trials)
+    # two at a time: with 0.3 s per trial, four trials overlap in pairs
+    spans = sorted((c.started_at, c.ended_at) for c in children)
+    assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1))
+
+
+def test_a_node_runs_with_the_cpus_it_declares_and_one_no_machine_has_is_refused(
+        ray_local, tmp_path):
+    declared = f"""
+    pipeline: ray-resources
+    plugins: ["{PLUGIN}"]
+    nodes:
+      probe: {{kind: raytest.where, with: {{x: 1.0}}, resources: {{cpus: 2}}}}
+    """
+    result = _run(_write(tmp_path, declared), tmp_path / "store", executor="ray", workers=1)
+    assert result.status == "succeeded"
+    assert result.metrics["probe.threads"] == 2.0
+    too_big = _write(tmp_path, declared.replace("cpus: 2", "cpus: 64"), "big.yaml")
+    with pytest.raises(FlowoptError, match=r"node 'probe': resources .*cpus: 64.* fit no machine"):
+        _run(too_big, tmp_path / "nothing", executor="ray")
+    assert not (tmp_path / "nothing").exists()  # refused before the store was opened
+
+
+def test_a_killed_worker_is_retried_once_then_the_node_fails_with_the_cause(ray_local, tmp_path):
+    marker = tmp_path / "died-once"
+    once = f"""
+    pipeline: ray-faults
+    plugins: ["{PLUGIN}"]
+    nodes:
+      flaky: {{kind: raytest.die_once, with: {{marker: "{marker}"}}}}
+    """
+    result = _run(_write(tmp_path, once), tmp_path / "store", executor="ray", workers=1)
+    assert marker.exists() and result.status == "succeeded"  # died, retried, succeeded
+    always = _write(tmp_path, once.replace(f'marker: "{marker}"',
+                                           f'marker: "{marker}", always: true'), "always.yaml")
+    failed = _run(always, tmp_path / "store", executor="ray", workers=1)
+    assert failed.status == "failed" and failed.failed_node == "flaky"
+    assert "Ray worker running 'flaky' died (tried 2 times)" in failed.nodes["flaky"].error
+
+
+def test_cancelling_a_run_cancels_its_ray_tasks(ray_local, tmp_path):
+    from flowopt.runner import open_recorder
+    from flowopt.ray_executor import RayExecutor
+    from flowopt.scheduler import Scheduler
+
+    done = tmp_path / "finished"
+    path = _write(tmp_path, f"""
+    pipeline: ray-cancel
+    plugins: ["{PLUGIN}"]
+    nodes:
+      slow: {{kind: raytest.hang, with: {{done: "{done}", seconds: 4.0}}}}
+    """)
+    scheduler = Scheduler(compile_pipeline(load_spec(path)), open_recorder(str(tmp_path / "s")),
+                          RayExecutor(1))
+    threading.Timer(1.5, scheduler.cancel.set).start()
+    result = scheduler.run()
+    assert result.status == "interrupted"
+    time.sleep(4.0)
+    assert not done.exists()  # the task was cancelled, not left to finish
+
+
+def test_bad_executor_input_is_one_line_exit_2_and_nothing_stored(tmp_path, monkeypatch):
+    path = _write(tmp_path, TRAINING)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    start = time.perf_counter()
+    nowhere = runner.invoke(app, ["run", str(path), "--executor", "ray",
+                                  "--address", "127.0.0.1:9"])
+    assert nowhere.exit_code == 2 and time.perf_counter() - start < 30
+    assert "no Ray cluster answers at 127.0.0.1:9" in nowhere.output
+    zero = runner.invoke(app, ["run", str(path), "--executor", "ray", "--workers", "0"])
+    assert zero.exit_code == 2
+    local_address = runner.invoke(app, ["run", str(path), "--address", "auto"])
+    assert local_address.exit_code == 2 and "--address is for --executor ray" in local_address.output
+    assert not (tmp_path / ".flowopt").exists()
+
+
+def test_without_ray_installed_the_error_says_how_to_install_it(monkeypatch):
+    from flowopt.executors import make_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(FlowoptError) as caught:
+        make_executor("ray", 1)
+    assert caught.value.hint == "pip install 'flowopt[ray]'"
+
+
+def test_the_local_executor_refuses_resources_the_machine_does_not_have(tmp_path, monkeypatch):
+    path = _write(tmp_path, f"""
+    pipeline: too-big
+    plugins: ["{PLUGIN}"]
+    nodes:
+      probe: {{kind: raytest.die_once, resources: {{cpus: 512}}}}
+    """)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2
+    assert "node 'probe': resources.cpus 512 is more than this machine's" in result.output
+    assert not (tmp_path / ".flowopt").exists()
+    assert CliRunner().invoke(app, ["validate", str(path)]).exit_code == 0  # a fact of the run
+
+
+TWO_NODES = """
+import json, sys
+from ray.cluster_utils import Cluster
+import flowopt as fo
+from flowopt.graph import compile_pipeline
+from flowopt.runner import execute
+from flowopt.spec import load_spec
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+try:
+    result = execute(compile_pipeline(load_spec(sys.argv[1])), store=sys.argv[2],
+                     executor="ray", address=cluster.address, workers=2)
+    print(json.dumps({"status": result.status, "run_id": result.run_id}))
+finally:
+    import ray
+    ray.shutdown()
+    cluster.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_a_tuning_run_spreads_over_a_two_node_cluster_into_postgresql(postgres_url, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'flowopt[ray]'")
+    script = _write(tmp_path, TWO_NODES, "two_nodes.py")
+    path = _write(tmp_path, SEARCH.replace("pause: 0.3", "pause: 1.0"))
+    done = subprocess.run([sys.executable, str(script), str(path), postgres_url],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["status"] == "succeeded"
+    from flowopt.store import Store
+
+    store = Store.open(postgres_url)
+    trials = store.run(outcome["run_id"]).trials
+    assert len(trials) == 4
+    machines = {store.run(t.trial_run_id).run.metrics["probe.node"] for t in trials}
+    assert len(machines) == 2  # each node of the cluster ran trials
