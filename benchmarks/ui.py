@@ -211,7 +211,7 @@ def rendered(browser, url: str, selector: str) -> float:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     start = time.perf_counter()
-    page.goto(url, timeout=120_000)
+    page.goto(url, timeout=120_000, wait_until="commit")  # then wait for what a user sees
     page.wait_for_selector(selector, timeout=120_000)
     elapsed = time.perf_counter() - start
     context.close()

@@ -131,7 +131,8 @@ class BrowseQueries:
                   trials: bool = False) -> RunsPage:
         """Runs `offset` .. `offset + limit` of those matching, and how many match.
 
-        Same filters as `Store.runs`; `order_by` also takes ``duration``. Runs still marked
+        Same filters as `Store.runs`; `order_by` also takes ``duration`` (to the millisecond
+        on SQLite, whose ``julianday`` keeps no finer time). Runs still marked
         ``running`` whose process is gone are shown ``abandoned`` (nothing is written).
         """
         if not 1 <= limit <= PAGE_LIMIT:

@@ -60,7 +60,8 @@ def test_runs_filter_and_sort_with_the_cli_language(client, ids):
     assert values == sorted(values, reverse=True) and len(values) == 2
     by_duration = client.get("/api/runs", params={"order_by": "duration desc"}).json()["runs"]
     seconds = [r["seconds"] for r in by_duration if r["seconds"] is not None]
-    assert seconds == sorted(seconds, reverse=True)
+    # SQLite's julianday() keeps milliseconds: closer durations are ties
+    assert all(a >= b - 0.001 for a, b in zip(seconds, seconds[1:])), seconds
 
 
 def test_a_malformed_filter_answers_with_its_column(client):
@@ -202,7 +203,7 @@ def test_the_views_answer_the_same_on_postgresql(postgres_url, tmp_path):
     page = client.get("/api/runs", params={"order_by": "duration desc", "limit": 4}).json()
     assert page["total"] == 9 and len(page["runs"]) == 4
     seconds = [r["seconds"] for r in page["runs"]]
-    assert seconds == sorted(seconds, reverse=True)
+    assert all(a >= b - 1e-6 for a, b in zip(seconds, seconds[1:])), seconds
     cached = client.get(f"/api/runs/{ids['cached']}").json()
     assert {t["from_run"] for t in cached["trials"]} == {ids["tuned"]}
     pareto = next(f for f in client.get(f"/api/runs/{ids['multi']}/tuner/tune").json()["figures"]
