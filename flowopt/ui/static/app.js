@@ -259,8 +259,8 @@
     view().replaceChildren(h("h1", {}, ["Tuner ", h("span", { text: node }), " · ", link("#/run/" + d.run_id, short(d.run_id)), " · ", d.pipeline]),
       d.from_run ? h("div", { class: "note", text: "trials reused from run " + short(d.from_run) }) : h("span"),
       h("p", { class: "muted", text: d.trials.length + " trials · mode " + d.mode + (d.hypervolume !== null && d.hypervolume !== undefined ? " · hypervolume " + fmt(d.hypervolume) : "") }),
-      table(["#", "status", "objective"].concat(names).concat(withSteps ? ["steps"] : []).concat(["time", "run", "error"]), rows, { id: "trials-table" }),
-      h("div", { class: "toolbar" }, [h("label", {}, ["trial curves: ", select])]), figures(d.figures));
+      d.trials.length ? table(["#", "status", "objective"].concat(names).concat(withSteps ? ["steps"] : []).concat(["time", "run", "error"]), rows, { id: "trials-table" }) : h("span"),
+      d.curve_keys.length ? h("div", { class: "toolbar" }, [h("label", {}, ["trial curves: ", select])]) : h("span"), figures(d.figures));
     setStatus(d.trials.length + " trials");
   }
 
