@@ -118,6 +118,12 @@ def _is_artifact_type(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, Artifact)
 
 
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
 def kind_from_function(fn: Callable[..., Any], name: str, *, outputs: dict[str, Any] | None,
                        metrics: typing.Sequence[str], version: int,
                        deterministic: bool, describe: Callable[..., Any] | None = None) -> NodeKind:
@@ -138,6 +144,8 @@ def kind_from_function(fn: Callable[..., Any], name: str, *, outputs: dict[str, 
             inputs.append(Port(param.name, inner, optional or param.default is None))
             continue
         default = ... if param.default is param.empty else param.default
+        if inner in (int, float):  # YAML's true/false are not numbers (pydantic says 1/0)
+            annotation = typing.Annotated[annotation, pydantic.BeforeValidator(_not_a_bool)]
         fields[param.name] = (annotation, default)
     config = pydantic.create_model(  # type: ignore[call-overload]
         f"{name.replace('.', '_')}_config", __config__=pydantic.ConfigDict(extra="forbid"),

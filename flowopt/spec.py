@@ -16,6 +16,7 @@ File format (DESIGN.md §1)::
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import SpecError
 from .yamlfile import LineMap, load_yaml, parse_scalar
 
+NAME_LIMIT = 200  # node ids, param names, the pipeline name: the store's name columns hold 200
+SEED_RANGE = (-2 ** 31, 2 ** 31 - 1)  # the store's seed column (INTEGER on PostgreSQL)
 PARAM_REF = re.compile(r"\$\{params\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -39,6 +42,15 @@ class Domain(BaseModel):
     log: bool = False
     integer: bool = False
     choices: list[Any] | None = None
+
+    @pydantic.field_validator("low", "high", mode="before")
+    @classmethod
+    def _finite_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("a bound is a number, not true/false")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"a bound must be a finite number, not {value}")
+        return value
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> "Domain":
@@ -80,12 +92,43 @@ class NodeSpec(BaseModel):
 
 class PipelineSpec(BaseModel):
     model_config = _STRICT
-    pipeline: str = Field(min_length=1)
+    pipeline: str = Field(min_length=1, max_length=NAME_LIMIT)
     seed: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Domain] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list)
     nodes: dict[str, NodeSpec]
+
+    @pydantic.field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("the seed is a whole number")
+        if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+            raise ValueError(f"the seed must be from {SEED_RANGE[0]} to {SEED_RANGE[1]}")
+        return value
+
+    @pydantic.field_validator("nodes", "params")
+    @classmethod
+    def _name_lengths(cls, names: dict[str, Any]) -> dict[str, Any]:
+        # the file front end says which line (`_check_structure`); this holds for any front end
+        for name in names:
+            if len(name) > NAME_LIMIT:
+                raise ValueError(f"name '{name[:40]}…' is {len(name)} characters long "
+                                 f"(at most {NAME_LIMIT})")
+        return names
+
+    @pydantic.field_validator("plugins")
+    @classmethod
+    def _plugins(cls, plugins: list[str]) -> list[str]:
+        for reference in plugins:
+            if reference.endswith(".py") and Path(reference).stem:
+                continue
+            if all(part.isidentifier() for part in reference.split(".")):
+                continue
+            raise ValueError(f"plugin {reference!r} is neither a Python file (path/to/file.py) "
+                             "nor a module name (package.module)")
+        return plugins
 
     def to_data(self) -> dict[str, Any]:
         """The YAML-shaped dict (``in``/``with`` aliases, empty sections dropped)."""
@@ -134,11 +177,19 @@ def _check_structure(data: Any, lines: LineMap) -> None:
                 raise lines.error(("nodes", node_id),
                                   f"node id '{node_id}' is not an identifier (letters, digits, _; "
                                   "not starting with a digit)")
+            _check_length(lines, ("nodes", node_id), "node id", node_id)
     params = data.get("params")
     if isinstance(params, dict):
         for name in params:
             if not isinstance(name, str) or not name.isidentifier():
                 raise lines.error(("params", name), f"param name '{name}' is not an identifier")
+            _check_length(lines, ("params", name), "param name", name)
+
+
+def _check_length(lines: LineMap, path: tuple, what: str, name: str) -> None:
+    if len(name) > NAME_LIMIT:
+        raise lines.error(path[:-1], f"{what} '{name[:40]}…' is {len(name)} characters long "
+                                     f"(at most {NAME_LIMIT})")
 
 
 def validate_data(data: Any, lines: LineMap) -> PipelineSpec:
@@ -158,13 +209,35 @@ def validate_data(data: Any, lines: LineMap) -> PipelineSpec:
                 message += " (a node has: kind, in, with)"
         elif first["type"] == "missing":
             message = f"missing required key '{path[-1]}'"
+        elif first["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         raise lines.error(path, message) from None
-    for name in spec.search:
+    for name, domain in spec.search.items():
         if name not in spec.params:
             raise lines.error(("search", name),
                               f"search names '{name}', which is not in params",
                               hint="add it under params: with a starting value")
+        _check_domain_type(name, domain, spec.params[name], lines)
     return spec
+
+
+def _check_domain_type(name: str, domain: Domain, start: Any, lines: LineMap) -> None:
+    """A search domain gives values of its param's type (a param's type is its value's)."""
+    if domain.choices is None:
+        if isinstance(start, bool) or not isinstance(start, (int, float)) and start is not None:
+            raise lines.error(("search", name), f"a low/high range needs a numeric param, but "
+                                                f"params.{name} is {start!r}",
+                              hint="give choices instead")
+        return
+    for index, choice in enumerate(domain.choices):
+        if choice is None:
+            continue
+        try:
+            _coerce_like(start, choice, {})
+        except SpecError:
+            raise lines.error(("search", name, "choices", index),
+                              f"choice {choice!r} does not match the type of params.{name} "
+                              f"({type(start).__name__}, {start!r})") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
@@ -181,9 +254,12 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
         if not sep or not key or any(not part for part in key.split(".")):
             raise SpecError(f"malformed override '{item}': expected KEY=VALUE, "
                             "e.g. -s params.lr=0.01", file="<command line>")
-        value = parse_scalar(raw)
         path = key.split(".")
         where = dict(file="<command line>", key=key)
+        try:
+            value = parse_scalar(raw)
+        except SpecError as exc:
+            raise SpecError(exc.detail, **where) from None
         if path[0] == "params":
             if len(path) != 2 or path[1] not in data.get("params", {}):
                 known = ", ".join(data.get("params", {})) or "none"
@@ -228,14 +304,71 @@ def load_spec(path: str | Path, overrides: Iterable[str] = ()) -> LoadedSpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError("pipeline file not found", file=str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read pipeline file: {exc}", file=str(path)) from None
+    text = _read_text(path)
     data, lines = load_yaml(text, file=str(path))
     _check_structure(data, lines)
     apply_overrides(data, overrides)
     return LoadedSpec(spec=validate_data(data, lines), lines=lines, base_dir=path.parent)
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, or one line saying why it is not."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read pipeline file: {exc.strerror or exc}", file=str(path)) from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or (raw[:1] == b"\x00" or raw[1:2] == b"\x00"):
+        raise SpecError("the pipeline file is UTF-16 text; flowopt reads UTF-8",
+                        file=str(path), hint="save it as UTF-8") from None
+    if b"\x00" in raw:
+        line = raw[:raw.index(b"\x00")].count(b"\n") + 1
+        raise SpecError("the pipeline file contains a NUL byte: it is not a text file",
+                        file=str(path), line=line) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise SpecError(f"the pipeline file is not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+                        file=str(path), line=line, hint="save it as UTF-8") from None
+
+
+def stored_spec(data: Any, *, source_hash: str | None = None, pipeline: str | Path | None = None,
+                plugins: Iterable[str] | None = None) -> LoadedSpec:
+    """A spec read back from a store, ready to compile without running code the store names.
+
+    A store may come from someone else, and its spec's ``plugins`` are code. They are
+    imported only when the user says where they come from: `pipeline`, the file the run
+    was started from (its content must hash to the run's recorded `source_hash`; its
+    relative plugin paths resolve beside it), or `plugins`, references the user typed
+    (resolved as typed, against the current directory). A stored relative path is never
+    resolved against the current directory on its own.
+    """
+    lines = LineMap(file="<stored spec>")
+    spec = validate_data(data, lines)
+    if plugins is not None:
+        spec = spec.model_copy(update={"plugins": list(plugins)})
+        return LoadedSpec(spec=spec, lines=lines, base_dir=Path.cwd())
+    if pipeline is not None:
+        path = Path(pipeline)
+        from flowopt.recording import content_hash
+
+        if not path.is_file():
+            raise SpecError("pipeline file not found", file=str(path))
+        if source_hash is None:
+            raise SpecError("the run recorded no hash of its pipeline file, so this file cannot "
+                            "be checked against it", file=str(path),
+                            hint="name the plugins to load instead: --plugins REF")
+        if content_hash(path.read_bytes()) != source_hash:
+            raise SpecError("this is not the file the run was started from (its content "
+                            "differs)", file=str(path),
+                            hint="pass the run's own pipeline file, or --plugins REF")
+        return LoadedSpec(spec=spec, lines=lines, base_dir=path.parent)
+    if spec.plugins:
+        raise SpecError("the stored pipeline loads plugins (" + ", ".join(spec.plugins) + "); "
+                        "reading a store never imports code the store names",
+                        hint="pass the pipeline file the run was started from (--pipeline FILE) "
+                             "or the plugins to load (--plugins REF)")
+    return LoadedSpec(spec=spec, lines=lines, base_dir=None)
 
 
 def param_refs(value: Any) -> set[str]:

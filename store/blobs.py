@@ -5,6 +5,11 @@ the same directory and are renamed into place, so a reader never sees half a blo
 two processes writing the same content both succeed. File names come from content
 hashes only (40 hex digits, checked), so no node or user string can name a path outside
 the root.
+
+A blob's mtime is the last time a run wrote (or would have written) it: `put` of content
+that is already there refreshes the mtime, so `gc` can tell a blob a live run has just
+produced from old garbage with the same content. `delete_if_older` moves a blob aside
+before deleting it and puts it back if a `put` touched it meanwhile.
 """
 from __future__ import annotations
 
@@ -54,10 +59,36 @@ class BlobStore:
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def delete_if_older(self, digest: str, cutoff: float) -> int | None:
+        """Remove a blob unless its mtime is `cutoff` or later; returns the bytes freed,
+        None if it was kept.
+
+        The blob is first renamed aside (atomic): a `put` from then on writes a fresh copy,
+        and a `put` that refreshed it just before shows in the mtime, checked after."""
+        path = self.path(digest)
+        aside = path.with_name(f".gc-{path.name}")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return 0
+        stat = aside.stat()
+        if stat.st_mtime >= cutoff:
+            if path.exists():  # a put wrote it again meanwhile: same content
+                aside.unlink()
+            else:
+                os.replace(aside, path)
+            return None
+        aside.unlink()
+        return stat.st_size
+
     def put(self, digest: str, payload: bytes) -> None:
         target = self.path(digest)
         if target.is_file():
-            return
+            try:
+                os.utime(target)  # a live run uses it now: gc must see it as new
+                return
+            except FileNotFoundError:
+                pass  # gc removed it just now: write it again
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:

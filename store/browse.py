@@ -111,7 +111,8 @@ def _duration(conn: Any) -> Any:
 
 
 def _trial_record(row: Mapping[str, Any], from_run: str | None) -> TrialRecord:
-    values = dict(node=row["node_id"], number=row["number"], params=row["params"] or {},
+    params = row["params"] if isinstance(row["params"], dict) else {}  # a store from elsewhere
+    values = dict(node=row["node_id"], number=row["number"], params=params,
                   objective=row["objective"], status=row["status"],
                   trial_run_id=row["trial_run_id"], seconds=row["seconds"] or 0.0,
                   error=row["error"])
@@ -320,7 +321,8 @@ class BrowseQueries:
                         continue
                     record = _trial_record({**row, "node_id": name},
                                            source_run if as_node else None)
-                    trials.append(TunerTrial(record, row["attributes"] or {},
+                    attributes = row["attributes"] if isinstance(row["attributes"], dict) else {}
+                    trials.append(TunerTrial(record, attributes,
                                              row["started_at"], row["ended_at"]))
                 seen.update(t.record.node for t in trials)
         return trials

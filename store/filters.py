@@ -46,7 +46,11 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
     relative = _RELATIVE.match(text)
     if relative:
         amount, unit = float(relative.group(1)), relative.group(2).lower()
-        return (now or datetime.now(timezone.utc)) - timedelta(seconds=amount * _UNITS[unit])
+        try:
+            return (now or datetime.now(timezone.utc)) - timedelta(seconds=amount * _UNITS[unit])
+        except OverflowError:
+            raise StoreError(f"cannot read time {text!r}: the age reaches before the year 1",
+                             hint="give a smaller age, e.g. 30d or 52w") from None
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

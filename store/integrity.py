@@ -8,8 +8,23 @@ be served. (`Store.load` verifies the hash on every read as well.)
 
 `gc` deletes blob files that no artifact row references (a run deleted from the
 database, an artifact whose row was never written because its process died). It is a
-dry run unless told otherwise, and leaves files younger than ``min_age`` seconds alone:
-a running pipeline writes a blob first and its row up to a second later.
+dry run unless told otherwise, and never deletes what a running or just-finished run
+references, whatever ``min_age`` says: a run writes a blob first and its row up to a
+second later, so rows alone cannot tell. The rule, in this order:
+
+1. note the time gc starts and the start of the oldest run still ``running``;
+2. read which blobs the artifact rows reference (a run that has finished flushed all
+   its rows before it said so);
+3. keep every blob touched since the earlier of those two times (less `CLOCK_SLACK`
+   for the database's clock, `MTIME_SLACK` for the file system's coarse one;
+   `BlobStore.put` refreshes the mtime of content that already exists, so a blob a
+   live run uses is always that new), and blobs younger than ``min_age``;
+4. delete the rest with `BlobStore.delete_if_older`, which backs off if a `put` touches
+   the blob while it is being deleted.
+
+A run that started before step 1 is running at step 1; one that started after it
+writes its blobs after it; one that finished before step 2 has its rows in; so no
+blob of a live run is ever deleted.
 """
 from __future__ import annotations
 
@@ -17,13 +32,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from datetime import datetime, timezone
+
+from sqlalchemy import func, select
 
 from flowopt.recording import content_hash
 
-from .schema import Artifact, Execution
+from .schema import Artifact, Execution, Run
 
 LEFTOVER_AGE = 600.0  # seconds before a temporary file is surely not a write in progress
+CLOCK_SLACK = 60.0  # seconds: the database's clock and the file system's may differ
+MTIME_SLACK = 1.0  # seconds: a file's mtime comes from a coarse clock, a little behind
 
 
 @dataclass
@@ -48,16 +67,19 @@ class CheckReport:
 @dataclass
 class GcReport:
     dry_run: bool
+    root: str = ""  # the artifact root scanned (the store's own, see `location`)
     blobs: list[dict[str, Any]] = field(default_factory=list)  # {hash, size}
     kept_young: int = 0
+    kept_live: int = 0  # touched since the oldest running run started
 
     @property
     def bytes(self) -> int:
         return sum(b["size"] for b in self.blobs)
 
     def to_json(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "removed" if not self.dry_run else "would_remove":
-                self.blobs, "bytes": self.bytes, "kept_young": self.kept_young}
+        return {"dry_run": self.dry_run, "root": self.root, "removed" if not self.dry_run else "would_remove":
+                self.blobs, "bytes": self.bytes, "kept_young": self.kept_young,
+                "kept_live": self.kept_live}
 
 
 class Integrity:
@@ -105,19 +127,38 @@ class Integrity:
     def gc(self, *, dry_run: bool = True, min_age: float = 3600.0) -> GcReport:
         """Delete (or, in a dry run, list) blobs that no artifact references."""
         self.flush()  # type: ignore[attr-defined]
+        started = time.time()
+        with self.engine.connect() as conn:
+            oldest = conn.execute(select(func.min(Run.started_at))
+                                  .where(Run.status == "running")).scalar()
+        live_since = started - MTIME_SLACK
+        if oldest is not None:
+            live_since = min(live_since, _timestamp(oldest) - CLOCK_SLACK)
         with self.engine.connect() as conn:
             referenced = set(conn.execute(select(Artifact.hash).where(Artifact.inline.is_(None))
                                           .distinct()).scalars())
-        report = GcReport(dry_run=dry_run)
-        now = time.time()
+        report = GcReport(dry_run=dry_run, root=str(self.blobs.root))
+        young_since = time.time() - min_age
         for digest in self.blobs.digests():
             if digest in referenced:
                 continue
-            stat = self.blobs.path(digest).stat()
-            if now - stat.st_mtime < min_age:
+            try:
+                stat = self.blobs.path(digest).stat()
+            except FileNotFoundError:
+                continue
+            if stat.st_mtime >= live_since:
+                report.kept_live += 1
+                continue
+            if stat.st_mtime >= young_since:
                 report.kept_young += 1
                 continue
+            if not dry_run and self.blobs.delete_if_older(digest, live_since) is None:
+                report.kept_live += 1  # touched while being deleted
+                continue
             report.blobs.append({"hash": digest, "size": stat.st_size})
-            if not dry_run:
-                self.blobs.delete(digest)
         return report
+
+
+def _timestamp(moment: datetime) -> float:
+    """Seconds since the epoch of a stored time (UTC; SQLite hands it back naive)."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()

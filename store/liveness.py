@@ -97,6 +97,15 @@ class Heartbeat:
             if not self._open:
                 self._wake.set()
 
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def wake(self) -> None:
+        """Flush now rather than at the next tick (the buffer is full)."""
+        self._wake.set()
+
     def stop(self) -> None:
         with self._lock:
             self._open.clear()

@@ -19,7 +19,7 @@ from flowopt.errors import StoreError
 from .filters import Compiler, _naive_utc, order_clause, parse_order, parse_time
 from .records import (ArtifactRecord, Comparison, MetricPoint, NodeRecord, RunDetail, RunRecord,
                       Runs, TrialRecord)
-from .schema import Artifact, Edge, Execution, Metric, Param, Run, Trial
+from .schema import Artifact, Edge, Execution, Metric, Param, Run, Trial, Unreadable
 
 IN_CHUNK = 500  # SQLite's bound-parameter limit is the smallest we support
 # What a RunRecord needs; not `spec` (JSON that can be large and that listings never show).
@@ -34,10 +34,16 @@ def _param_value(text: str | None, number: float | None, cache: dict[str, Any]) 
     if text is None:
         return None
     if number is not None:
-        return int(text) if text.lstrip("-").isdigit() else float(text)
+        try:
+            return int(text) if text.lstrip("-").isdigit() else float(text)
+        except ValueError:
+            pass  # not the number value_num says: decode it as JSON below
     value = cache.get(text, cache)
     if value is cache:
-        value = json.loads(text)
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return Unreadable()
         if len(cache) < _JSON_CACHE_LIMIT and not isinstance(value, (dict, list)):
             cache[text] = value
     return value
@@ -148,12 +154,14 @@ class Queries:
             id=e["node_id"], kind=e["kind"], status=e["status"], cache_key=e["cache_key"],
             seconds=e["seconds"], inputs=tuple(by_execution[e["id"]]["input"]),
             outputs=tuple(by_execution[e["id"]]["output"]), error=e["error"],
-            execution_id=e["id"], config=e["config"]) for e in executions)
+            execution_id=e["id"], config=e["config"] if isinstance(e["config"], dict) else {})
+            for e in executions)
         record = self._run_record(row, params[run_id], metrics[run_id])
         return self.with_reuse(RunDetail(  # type: ignore[attr-defined]
             run=record, nodes=nodes, artifacts=tuple(artifacts.values()),
             trials=tuple(TrialRecord(
-                node=t["node_id"], number=t["number"], params=t["params"] or {},
+                node=t["node_id"], number=t["number"],
+                params=t["params"] if isinstance(t["params"], dict) else {},
                 objective=t["objective"], status=t["status"],
                 trial_run_id=t["trial_run_id"], seconds=t["seconds"] or 0.0,
                 error=t["error"]) for t in trials)))

@@ -5,7 +5,9 @@ the execution that produced it; `Edge` rows say which execution consumed (``inpu
 returned (``output``) which artifact — a cached execution lists the artifacts it reused
 as outputs, so every run has a complete picture. Params keep their JSON value and, when
 numeric, a float copy for comparisons in queries. Metric rows with ``step`` NULL are a
-node's final values (metric ports, and the last point of each logged series).
+node's final values (metric ports, and the last point of each logged series). A metric
+``value`` NULL is NaN: SQLite cannot keep a NaN in a REAL column, and one convention on
+both databases keeps filters alike (NaN matches no comparison); ±inf are stored as is.
 Tuning adds two tables: a `Trial` row per trial of a tuner node (each trial is itself a
 child `Run`, ``parent_run_id`` pointing at the tuning run, so its executions, artifacts
 and metrics are recorded like any run's), and a `PopulationEvent` row per PBT
@@ -19,6 +21,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 import json
+import math
 
 from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -36,7 +39,33 @@ class JSONText(TypeDecorator):
         return None if value is None else json.dumps(value, sort_keys=True, allow_nan=True)
 
     def process_result_value(self, value: str | None, dialect: Any) -> Any:
-        return None if value is None else json.loads(value)
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except ValueError:  # a damaged row: show it as such, never break the whole query
+            return Unreadable()
+
+
+class Unreadable(str):
+    """A stored value that cannot be decoded (e.g. a param row holding invalid JSON): it
+    reads as ``<unreadable>`` in its place, so one damaged row never breaks a listing."""
+
+    def __new__(cls) -> "Unreadable":
+        return super().__new__(cls, "<unreadable>")
+
+
+class MetricValue(TypeDecorator):
+    """A metric's float: NaN is written as NULL and read back as NaN (module docstring)."""
+
+    impl = Float
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> float | None:
+        return None if value is None or value != value else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> float:
+        return math.nan if value is None else value
 
 
 class Base(DeclarativeBase):
@@ -58,6 +87,7 @@ class Run(Base):
     ended_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    source_hash: Mapped[str | None] = mapped_column(String(64))  # of the pipeline file
     parent_run_id: Mapped[str | None] = mapped_column(
         ForeignKey("runs.id", ondelete="CASCADE"), index=True)  # a trial's tuning run
 
@@ -119,7 +149,7 @@ class Metric(Base):
     node_id: Mapped[str] = mapped_column(String(200))
     key: Mapped[str] = mapped_column(String(200))
     step: Mapped[int | None] = mapped_column(Integer)
-    value: Mapped[float] = mapped_column(Float)
+    value: Mapped[float] = mapped_column(MetricValue, nullable=True)  # NULL is NaN
     logged_at: Mapped[datetime]
 
 
@@ -160,6 +190,14 @@ class PopulationEvent(Base):
     from_score: Mapped[float | None] = mapped_column(Float)
     checkpoint_id: Mapped[str | None] = mapped_column(String(32))  # artifact id
     logged_at: Mapped[datetime]
+
+
+class StoreInfo(Base):
+    """Facts about the store itself, e.g. ``artifact_root``: where its blobs live."""
+
+    __tablename__ = "store_info"
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class SourceFile(Base):

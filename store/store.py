@@ -4,10 +4,13 @@ Writing. Blobs are written by worker threads as soon as a node returns (atomical
 content-addressed); small artifacts (≤ `INLINE_LIMIT` bytes: metrics, JSON) go inline in
 the database instead. Rows are buffered and written in batches (executemany, one
 transaction) every `FLUSH_ROWS` rows or `FLUSH_SECONDS`, and when the run ends — the
-per-node cost of recording is a few list appends, and a single `log_metric` is one
-append (no SQL). A background thread (`liveness.Heartbeat`) flushes every
-`FLUSH_SECONDS` while a run is open and stamps its heartbeat; an ``atexit`` hook flushes
-on a normal exit. A ``kill -9`` loses at most the last second of rows; those nodes are
+per-node cost of recording is a few list appends, and a single `log_metric` is three
+array appends (no SQL; `rows.MetricBuffer` keeps a point in 24 bytes). A row the
+database refuses is dropped alone, with a warning (`rows.write_each`); NaN metrics are
+stored as NULL and read back as NaN (`schema.MetricValue`). A background thread
+(`liveness.Heartbeat`) flushes every `FLUSH_SECONDS` while a run is open (sooner when
+`FLUSH_ROWS` rows wait) and stamps its heartbeat; an ``atexit`` hook flushes on a
+normal exit. A ``kill -9`` loses at most the last second of rows; those nodes are
 simply recomputed on the next run.
 
 Many writers. SQLite runs in WAL mode with a busy timeout, and every write transaction
@@ -32,7 +35,7 @@ from typing import Any, Iterable, Mapping
 
 from sqlalchemy import create_engine, event, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from flowopt.errors import StoreError
 from flowopt.recording import ArtifactRef, ExecutionRecord, RunInfo, content_hash, new_id, utcnow
@@ -42,14 +45,16 @@ from .browse import BrowseQueries
 from .integrity import Integrity
 from .lineage import LineageQueries
 from .liveness import FLUSH_SECONDS, Heartbeat, track
-from .location import Location, describe_connection_error, resolve
+from .location import Location, describe_connection_error, resolve, root_to_record, settle_root
 from .queries import IN_CHUNK, Queries
-from .schema import Artifact, Edge, Execution, Metric, Param, Run
+from .rows import ROW_ERRORS, MetricBuffer, clean_text, write_each
+from .schema import Artifact, Edge, Execution, Metric, Param, Run, StoreInfo
 from .tuning import TuningStore
 from .population import PopulationStore
 
 INLINE_LIMIT = 4096
-FLUSH_ROWS = 2000
+FLUSH_ROWS = 2000  # buffered rows that wake the flusher early
+BLOCK_ROWS = 8 * FLUSH_ROWS  # buffered rows at which a logger flushes itself (backpressure)
 _IN_CHUNK = IN_CHUNK
 _OPEN: "weakref.WeakSet[Store]" = weakref.WeakSet()
 _RETRYABLE = ("locked", "busy", "deadlock", "could not serialize")
@@ -86,7 +91,10 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore, Br
             elif where.database_file is not None and create:
                 _make_folder(where.database_file.parent)
         else:  # an explicit database URL and artifact root
-            where = Location(os.fspath(location), Path(artifact_root), os.fspath(location))
+            where = Location(os.fspath(location), Path(artifact_root), os.fspath(location),
+                             root_named="artifact_root")
+        if where.database is not None:
+            _refuse_empty_database(where.database, where.display)
         self.url, self.location = where.url, where.display
         try:
             self.engine: Engine = create_engine(where.url, future=True)
@@ -95,11 +103,12 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore, Br
                              hint="for PostgreSQL: pip install 'flowopt[postgres]'") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        self.blobs = BlobStore(where.artifact_root)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._pending_artifacts: dict[str, dict[str, Any]] = {}
         self._rows: dict[type, list[dict[str, Any]]] = defaultdict(list)
+        self._metrics = MetricBuffer()
+        self.dropped_rows = 0  # rows the database refused (see `rows.write_each`)
         self._row_count = 0
         self._last_flush = time.monotonic()
         self._series_last: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
@@ -122,6 +131,31 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore, Br
             raise StoreError(f"cannot open the store at '{where.display}': "
                              f"{exc.strerror or exc}",
                              hint="check that the store directory is writable") from None
+        try:
+            self.artifact_root = self._own_root(where)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self.blobs = BlobStore(self.artifact_root)
+
+    def _own_root(self, where: Location) -> Path:
+        """The artifact root recorded in the store (recording the chosen one if none is)."""
+        def read() -> str | None:
+            with self.engine.connect() as conn:
+                return conn.execute(select(StoreInfo.value)
+                                    .where(StoreInfo.key == "artifact_root")).scalar()
+
+        recorded = read()
+        if recorded is None:
+            try:
+                self._write(lambda conn: conn.execute(
+                    insert(StoreInfo).values(key="artifact_root", value=root_to_record(where))))
+            except IntegrityError:
+                pass  # another process recorded it first: theirs stands
+            except OperationalError:
+                return where.artifact_root  # a read-only store: answer queries, record nothing
+            recorded = read()
+        return settle_root(where, recorded)
 
     # -- opening ---------------------------------------------------------------------
     @classmethod
@@ -153,7 +187,8 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore, Br
         run_id = new_id()
         now = utcnow()
         row = {"id": run_id, "pipeline": info.pipeline, "status": "running", "seed": info.seed,
-               "spec": dict(info.spec), "source": info.source, "host": socket.gethostname(),
+               "spec": dict(info.spec), "source": info.source,
+               "source_hash": _file_hash(info.source), "host": socket.gethostname(),
                "pid": os.getpid(), "flowopt_version": __version__, "started_at": now,
                "heartbeat_at": now, **self._run_extras(info)}
         params = [{"run_id": run_id, "key": k, "value": v, "value_num": _numeric(v)}
@@ -223,7 +258,8 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore, Br
                 "position": record.position, "kind": record.kind, "kind_version": record.kind_version,
                 "cache_key": record.cache_key, "status": record.status,
                 "config": dict(record.config), "started_at": record.started_at,
-                "ended_at": record.ended_at, "seconds": record.seconds, "error": record.error})
+                "ended_at": record.ended_at, "seconds": record.seconds,
+                "error": clean_text(record.error)})
             for port, ref in record.outputs.items():
                 row = self._pending_artifacts.pop(ref.id, None)
                 if row is not None:
@@ -233,41 +269,42 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore, Br
             for port, ref in record.inputs.items():
                 self._rows[Edge].append({"execution_id": record.id, "role": "input",
                                          "port": port, "artifact_id": ref.id})
-            now = utcnow()
+            now = time.time()
             for key, value in record.metrics.items():
                 self._final_keys[record.run_id].add((record.node_id, key))
-                self._rows[Metric].append({"run_id": record.run_id, "node_id": record.node_id,
-                                           "key": key, "step": None, "value": value,
-                                           "logged_at": now})
+                self._metrics.add(record.run_id, record.node_id, key, float(value), None, now)
             self._row_count += 1 + len(record.outputs) + len(record.inputs) + len(record.metrics)
         self._maybe_flush()
 
     def log_metric(self, run_id: str, node_id: str, key: str, value: float,
                    step: int | None) -> None:
         with self._lock:
-            self._rows[Metric].append({"run_id": run_id, "node_id": node_id, "key": key,
-                                       "step": step, "value": value, "logged_at": time.time()})
+            self._metrics.add(run_id, node_id, key, value, step, time.time())
             if step is None:  # a final value already: end_run must not copy one more
                 self._final_keys[run_id].add((node_id, key))
             else:
                 self._series_last[run_id][(node_id, key)] = value
             self._row_count += 1
+            waiting = self._row_count
+        if waiting >= FLUSH_ROWS:  # by size as well as by time: a fast logger must not
+            self._flush_full(waiting)  # grow the buffer without bound
 
     def log_metrics(self, run_id: str, node_id: str,
                     points: Iterable[tuple[str, float, int | None]]) -> None:
         """Many ``(key, value, step)`` points at once (one lock, one timestamp)."""
         now = time.time()
-        rows = [{"run_id": run_id, "node_id": node_id, "key": key, "step": step,
-                 "value": value, "logged_at": now} for key, value, step in points]
         with self._lock:
-            self._rows[Metric].extend(rows)
             last, finals = self._series_last[run_id], self._final_keys[run_id]
-            for row in rows:
-                if row["step"] is None:
-                    finals.add((node_id, row["key"]))
+            for key, value, step in points:
+                self._metrics.add(run_id, node_id, key, value, step, now)
+                if step is None:
+                    finals.add((node_id, key))
                 else:
-                    last[(node_id, row["key"])] = row["value"]
-            self._row_count += len(rows)
+                    last[(node_id, key)] = value
+                self._row_count += 1
+            waiting = self._row_count
+        if waiting >= FLUSH_ROWS:
+            self._flush_full(waiting)
 
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
         now = utcnow()
@@ -276,13 +313,22 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore, Br
             ported = self._final_keys.pop(run_id, set())
             for (node_id, key), value in finals.items():
                 if (node_id, key) not in ported:
-                    self._rows[Metric].append({"run_id": run_id, "node_id": node_id, "key": key,
-                                               "step": None, "value": value, "logged_at": now})
+                    self._metrics.add(run_id, node_id, key, value, None, now.timestamp())
         self.flush()
+        error = clean_text(error)
         self._write(lambda conn: conn.execute(
             update(Run).where(Run.id == run_id).values(status=status, error=error,
                                                        ended_at=now, heartbeat_at=now)))
         self._heartbeat.closed(run_id)
+
+    def _flush_full(self, waiting: int) -> None:
+        """A full buffer: the background flusher writes it without holding up the logger,
+        unless it has fallen `BLOCK_ROWS` behind (or is not running), when the logger
+        writes the batch itself."""
+        if waiting >= BLOCK_ROWS or not self._heartbeat.running:
+            self.flush()
+        else:
+            self._heartbeat.wake()
 
     def _maybe_flush(self) -> None:
         if self._row_count >= FLUSH_ROWS or time.monotonic() - self._last_flush > FLUSH_SECONDS:
@@ -296,28 +342,39 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore, Br
         with self._flush_lock:
             with self._lock:
                 batches = [(table, self._rows.pop(table, []))
-                           for table in (Execution, Artifact, Edge, Metric)]
+                           for table in (Execution, Artifact, Edge)]
+                metrics = self._metrics.take()
                 self._row_count = 0
                 self._last_flush = time.monotonic()
-            if not any(rows for _, rows in batches):
+            if not any(rows for _, rows in batches) and not len(metrics):
                 return
 
             def write(conn: Any) -> None:
                 for table, rows in batches:
-                    if table is Metric and rows and conn.dialect.name == "sqlite":
-                        _insert_metric_points(conn, rows)
-                    elif table is Metric and rows:
-                        conn.execute(insert(table), [{**r, "logged_at": _as_datetime(r["logged_at"])}
-                                                     for r in rows])
-                    elif rows:
+                    if rows:
                         conn.execute(insert(table), rows)
+                if len(metrics):
+                    _insert_metric_points(conn, list(metrics.rows()))
+
+            def write_each_row(conn: Any) -> int:
+                dropped = sum(write_each(conn, rows, lambda c, r, t=table: c.execute(insert(t), [r]),
+                                         table.__tablename__) for table, rows in batches)
+                return dropped + write_each(conn, list(metrics.rows()),
+                                            lambda c, r: _insert_metric_points(c, [r]), "metric")
 
             try:
-                self._write(write)
+                try:
+                    self._write(write)
+                except OperationalError:
+                    raise
+                except ROW_ERRORS:  # one bad row: write them one by one, drop only the bad
+                    self.dropped_rows += self._write(write_each_row)
             except BaseException:
                 with self._lock:  # keep the rows for the next flush rather than lose them
                     for table, rows in reversed(batches):
                         self._rows[table][:0] = rows
+                    self._metrics.restore(metrics)
+                    self._row_count += sum(len(rows) for _, rows in batches) + len(metrics)
                 raise
 
     def _write(self, work: Any, attempts: int = 12) -> Any:
@@ -361,28 +418,57 @@ _METRIC_SQL = ("INSERT INTO metrics (run_id, node_id, key, step, value, logged_a
                "VALUES (?, ?, ?, ?, ?, ?)")
 
 
-def _as_datetime(moment: Any) -> datetime:
-    """A metric point's time: `log_metric` keeps ``time.time()`` (a tenth of utcnow's cost)."""
-    return moment if isinstance(moment, datetime) else datetime.fromtimestamp(moment, timezone.utc)
-
-
-def _insert_metric_points(conn: Any, rows: list[dict[str, Any]]) -> None:
-    """Metric points straight to the driver's executemany (SQLite): SQLAlchemy's per-row
-    parameter processing costs about as much as SQLite's insert itself. Times are written
-    exactly as SQLAlchemy writes them there: naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``;
-    points logged within the same second share the formatted date and time."""
+def _insert_metric_points(conn: Any, rows: list[tuple]) -> None:
+    """Metric points ``(run, node, key, step, value, unix time)``. On SQLite straight to
+    the driver's executemany: SQLAlchemy's per-row parameter processing costs about as
+    much as SQLite's insert itself. Times are written exactly as SQLAlchemy writes them
+    there: naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``; points logged within the same second
+    share the formatted date and time. NaN is written as NULL (see `schema.MetricValue`)."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(insert(Metric), [
+            {"run_id": r, "node_id": n, "key": k, "step": s, "value": v,
+             "logged_at": datetime.fromtimestamp(t, timezone.utc)} for r, n, k, s, v, t in rows])
+        return
     second, prefix = -1, ""
     values = []
-    for r in rows:
-        moment = r["logged_at"]
-        if isinstance(moment, datetime):
-            moment = moment.timestamp()
+    for run_id, node_id, key, step, value, moment in rows:
         whole = int(moment)
         if whole != second:
             second, prefix = whole, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole))
-        values.append((r["run_id"], r["node_id"], r["key"], r["step"], r["value"],
+        values.append((run_id, node_id, key, step, None if value != value else value,
                        f"{prefix}.{int((moment - whole) * 1e6):06d}"))
     conn.exec_driver_sql(_METRIC_SQL, values)
+
+
+def _file_hash(path: str | None) -> str | None:
+    """The content hash of the pipeline file a run starts from (``pbt replay --pipeline``
+    checks it is handed the same file); None when there is no such file."""
+    if not path:
+        return None
+    try:
+        return content_hash(Path(path).read_bytes())
+    except OSError:
+        return None
+
+
+def _refuse_empty_database(database: Path, display: str, wait: float = 1.0) -> None:
+    """A zero-byte database file is not an empty store but a damaged one (a truncation, a
+    copy that failed): opening it would silently start a new store over it. SQLite makes
+    the file a moment before it writes the first page, so a brand-new store another
+    process is creating is given `wait` seconds to grow."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if database.stat().st_size > 0:
+                return
+        except OSError:
+            return  # absent (a new store) or unreadable (reported when it is opened)
+        if time.monotonic() >= deadline:
+            raise StoreError(f"the store database {database} is empty (0 bytes): it is not a "
+                             f"flowopt store, and '{display}' will not be recreated over it",
+                             hint="restore it from a backup, or delete the file to start a new, "
+                                  "empty store")
+        time.sleep(0.05)
 
 
 def _make_folder(folder: Path) -> None:

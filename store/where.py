@@ -13,6 +13,12 @@ Grammar (keywords are case-insensitive)::
     field      := name ('.' name)*        (a name is [A-Za-z_][\\w-]* or `back-quoted`)
     literal    := number | 'string' | "string" | true | false | null
 
+Limits. An expression is at most `MAX_LENGTH` characters, `MAX_DEPTH` nested
+parentheses or ``not``s, `MAX_TERMS` comparisons and `MAX_VALUES` values in one ``in``
+list, and its integers fit in 64 bits: past these a query would exhaust Python's
+recursion limit or SQLite's expression depth ("Expression tree is too large") instead
+of answering, so they are malformed input, reported with a caret like any other.
+
 The parser only builds a small tree (`Compare`, `And`, `Or`, `Not`); `store.filters`
 turns that tree into SQLAlchemy expressions with bound parameters, so nothing a user
 types is ever part of the SQL text. A hand-written parser is ~200 lines and gives
@@ -27,6 +33,11 @@ from typing import Any, Union
 from flowopt.errors import StoreError
 
 OPERATORS = ("==", "!=", "<>", "<=", ">=", "=", "<", ">")
+MAX_LENGTH = 10_000
+MAX_DEPTH = 32
+MAX_TERMS = 200
+MAX_VALUES = 1_000
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
 KEYWORDS = {"and", "or", "not", "in", "like", "true", "false", "null"}
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
@@ -44,9 +55,12 @@ class WhereError(StoreError):
 
     def __init__(self, text: str, position: int, message: str):
         self.text, self.position = text, position
-        caret = " " * position + "^"
+        start = max(0, position - 40)  # a long expression is shown around the column only
+        shown = ("…" if start else "") + text[start:position + 40] + \
+            ("…" if len(text) > position + 40 else "")
+        caret = " " * (position - start + (1 if start else 0)) + "^"
         super().__init__(f"malformed --where at column {position + 1}: {message}",
-                         hint=f"\n  {text}\n  {caret}")
+                         hint=f"\n  {shown}\n  {caret}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,9 @@ def _unquote(text: str) -> str:
 
 
 def tokenize(text: str) -> list[Token]:
+    if len(text) > MAX_LENGTH:
+        raise WhereError(text[:60] + "…", 0, f"the expression is longer than {MAX_LENGTH:,} "
+                                            "characters")
     tokens: list[Token] = []
     position = 0
     while position < len(text):
@@ -118,6 +135,10 @@ def tokenize(text: str) -> list[Token]:
         kind, lexeme = match.lastgroup or "", match.group()
         if kind == "number":
             value: Any = float(lexeme) if any(c in lexeme for c in ".eE") else int(lexeme)
+            if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+                raise WhereError(text, position, "an integer beyond 64 bits")
+            if isinstance(value, float) and value in (float("inf"), float("-inf")):
+                raise WhereError(text, position, "a number too large for a float")
             tokens.append(Token("number", lexeme, position, value))
         elif kind == "string":
             tokens.append(Token("string", lexeme, position, _unquote(lexeme)))
@@ -139,6 +160,8 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.index = 0
+        self.depth = 0
+        self.terms = 0
 
     @property
     def token(self) -> Token:
@@ -187,14 +210,30 @@ class _Parser:
         return items[0] if len(items) == 1 else And(tuple(items))
 
     def negation(self) -> Expr:
+        start = self.token
         if self.keyword("not"):
-            return Not(self.negation())
+            self.enter(start)
+            item = self.negation()
+            self.depth -= 1
+            return Not(item)
         if self.punct("("):
+            self.enter(start)
             expr = self.disjunction()
             if not self.punct(")"):
                 raise self.error("expected ')'")
+            self.depth -= 1
             return expr
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise WhereError(self.text, start.position,
+                             f"more than {MAX_TERMS} comparisons in one expression")
         return self.comparison()
+
+    def enter(self, token: Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise WhereError(self.text, token.position,
+                             f"more than {MAX_DEPTH} nested parentheses or 'not's")
 
     def field(self) -> Field:
         start = self.token
@@ -227,6 +266,8 @@ class _Parser:
                 raise self.error("expected '(' after 'in'")
             values = [self.literal()]
             while self.punct(","):
+                if len(values) >= MAX_VALUES:
+                    raise self.error(f"more than {MAX_VALUES} values in one 'in' list")
                 values.append(self.literal())
             if not self.punct(")"):
                 raise self.error("expected ',' or ')'")

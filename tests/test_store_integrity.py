@@ -1,6 +1,9 @@
 """Integrity: hashes verified on read, `check` (and repair), `gc`, safe blob names."""
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from flowopt.errors import StoreError
@@ -70,6 +73,8 @@ def test_gc_is_a_dry_run_by_default_and_keeps_referenced_and_young_blobs(store):
                                            status="succeeded", config={}, outputs={"v": kept}))
     orphan = blob_artifact(store, 1)  # a blob whose row was never written (its process died)
     store._pending_artifacts.clear()
+    hour_ago = time.time() - 3600 + 5  # gc keeps what was touched since it began: backdate
+    os.utime(store.blobs.path(orphan.hash), (hour_ago, hour_ago))
     dry = store.gc(min_age=0)
     assert dry.dry_run and [b["hash"] for b in dry.blobs] == [orphan.hash]
     assert store.blobs.exists(orphan.hash)

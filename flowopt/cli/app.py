@@ -63,7 +63,10 @@ def _guarded(work: Callable[[], Any]) -> Any:
 
 
 def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
+    """Strict JSON: non-finite numbers become strings (`render.json_safe`)."""
+    from .render import json_safe
+
+    typer.echo(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False))
 
 
 def _compile(file: Path, overrides: list[str]) -> Any:

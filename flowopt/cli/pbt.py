@@ -14,7 +14,7 @@ import html
 import io
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import typer
 
@@ -161,6 +161,8 @@ def show(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
     from rich.console import Console
     from rich.table import Table
 
+    from .render import text
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("member", "step", "event", "from", "score", "params"):
         table.add_column(column)
@@ -169,12 +171,13 @@ def show(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
             score = "" if r.score is None else f"{r.score:.4g}"
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in r.params.items())
-            table.add_row(str(member), str(r.step), r.event,
-                          "" if r.from_member is None else str(r.from_member), score, params)
+            table.add_row(text(member), text(r.step), text(r.event),
+                          "" if r.from_member is None else text(r.from_member), score,
+                          text(params))
     console = Console()
     console.print(table)
-    console.print(f"run [cyan]{run}[/] node {node_id}: {len(_members(events))} members, "
-                  f"{sum(e.event == 'exploit' for e in events)} exploits")
+    console.print(f"run [cyan]{text(run)}[/] node {text(node_id)}: {len(_members(events))} "
+                  f"members, {sum(e.event == 'exploit' for e in events)} exploits", highlight=False)
 
 
 @pbt_app.command("plot")
@@ -196,9 +199,17 @@ def plot(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
 @pbt_app.command("replay")
 def replay(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
            node: Optional[str] = _NodeOption, store: Optional[str] = _StoreOption,
+           pipeline: Optional[Path] = typer.Option(
+               None, "--pipeline", help="The pipeline file the run was started from: its "
+                                        "plugins are loaded (the file's hash is checked)."),
+           plugins: Optional[List[str]] = typer.Option(
+               None, "--plugins", help="A plugin to load instead of the stored ones "
+                                       "(module or .py path; repeat for several)."),
            as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """Retrain the best member from scratch along its schedule, on the run's own inputs.
 
+    Reading a store never imports code it names: when the run's pipeline loads plugins,
+    pass its file (--pipeline) or the plugins to load (--plugins).
     Exit code 1 when the replayed score differs from the recorded one.
     """
     from .app import _guarded, _print_json
@@ -206,7 +217,7 @@ def replay(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
     def work() -> dict:
         from flowopt.nodes.tuner.pbt.session import replay_run
 
-        return replay_run(_open(store), run_id, node)
+        return replay_run(_open(store), run_id, node, pipeline=pipeline, plugins=plugins)
 
     result = _guarded(work)
     if as_json:

@@ -1,4 +1,7 @@
-"""The live progress display: one line per node, with steps for long nodes (rich)."""
+"""The live progress display: one line per node, with steps for long nodes (rich).
+
+Names shown (the pipeline's, node ids, kinds) are escaped: Rich must not read a
+pipeline named ``[link=…]`` as markup (`flowopt.cli.render.text`)."""
 from __future__ import annotations
 
 import threading
@@ -8,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from flowopt.events import RunListener
+
+from .render import text
 
 _STYLE = {"pending": "dim", "running": "cyan", "succeeded": "green", "cached": "blue",
           "failed": "bold red", "skipped": "dim yellow"}
@@ -32,14 +37,15 @@ class LiveProgress(RunListener):
         with self._lock:
             task = self.tasks.get(node_id)
             if task is not None:
-                self.progress.update(task, status=f"[{style}]{status}[/]", **update)
+                self.progress.update(task, status=f"[{style}]{text(status)}[/]", **update)
 
     def run_started(self, *, run_id: str, graph: Any, **kwargs: Any) -> None:
-        self.console.print(f"[bold]flowopt[/] run [cyan]{run_id[:12]}[/] · pipeline "
-                           f"[bold]{graph.name}[/] · {len(graph)} nodes")
+        self.console.print(f"[bold]flowopt[/] run [cyan]{text(run_id[:12])}[/] · pipeline "
+                           f"[bold]{text(graph.name)}[/] · {len(graph)} nodes", highlight=False)
         for node in graph:
             self.tasks[node.id] = self.progress.add_task(
-                node.id, total=None, start=False, status="[dim]pending[/]", kind=node.kind.name)
+                text(node.id), total=None, start=False, status="[dim]pending[/]",
+                kind=text(node.kind.name))
         self.progress.start()
 
     def node_started(self, *, node_id: str, **kwargs: Any) -> None:

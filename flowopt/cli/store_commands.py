@@ -17,8 +17,10 @@ from .app import JsonOption, StoreOption, _guarded, _print_json, app, runs_app
 store_app = typer.Typer(no_args_is_help=True, help="Check and clean the store.")
 app.add_typer(store_app, name="store")
 
-ArtifactsOption = typer.Option(None, "--artifacts", envvar="FLOWOPT_ARTIFACTS",
-                               help="Artifact root for a URL store [default: see docs/store.md].")
+# No envvar here: $FLOWOPT_ARTIFACTS applies to URL stores only (`store.location`).
+ArtifactsOption = typer.Option(None, "--artifacts",
+                               help="Artifact root of a new URL store; an existing store "
+                                    "uses the root it recorded [see docs/store.md].")
 
 
 def open_store(location: str | None, artifacts: str | None = None, *, create: bool = False) -> Any:

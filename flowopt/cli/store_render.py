@@ -1,4 +1,8 @@
-"""Human-readable output of the store commands (rich); ``--json`` uses the records."""
+"""Human-readable output of the store commands (rich); ``--json`` uses the records.
+
+Everything read from a store — pipeline names, node ids, params, errors, paths — may
+hold ``[...]``, which Rich would read as markup: it goes through `text` (escaped) first,
+so a store from elsewhere can neither crash a listing nor print links or fake styling."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,20 +10,22 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .render import text
+
 _console = Console()
 _STATUS = {"succeeded": "green", "cached": "blue", "failed": "bold red", "skipped": "yellow",
            "running": "cyan", "interrupted": "magenta", "abandoned": "bold magenta",
            "pruned": "yellow"}
 
 
-def _status(text: str) -> str:
-    return f"[{_STATUS.get(text, '')}]{text}[/]"
+def _status(status: str) -> str:
+    return f"[{_STATUS.get(status, '')}]{text(status)}[/]"
 
 
 def _value(value: Any) -> str:
     if value is None:
         return "–"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else text(value)
 
 
 def _table(*columns: str) -> Table:
@@ -35,42 +41,43 @@ def print_runs(records: Any) -> None:
         return
     table = _table("run", "pipeline", "status", "started (UTC)", "seconds", "params", "metrics")
     for record in records:
-        params = ", ".join(f"{k}={_value(v)}" for k, v in list(record.params.items())[:3])
-        metrics = ", ".join(f"{k}={_value(v)}" for k, v in list(record.metrics.items())[:3])
+        params = ", ".join(f"{text(k)}={_value(v)}" for k, v in list(record.params.items())[:3])
+        metrics = ", ".join(f"{text(k)}={_value(v)}" for k, v in list(record.metrics.items())[:3])
         seconds = f"{record.seconds:.1f}" if record.seconds is not None else "-"
-        table.add_row(record.run_id[:12], record.pipeline, _status(record.status),
+        table.add_row(text(record.run_id[:12]), text(record.pipeline), _status(record.status),
                       record.started_at.strftime("%Y-%m-%d %H:%M:%S"), seconds, params, metrics)
     _console.print(table)
 
 
 def print_run_detail(detail: Any) -> None:
     run = detail.run
-    parent = f" · trial of {run.parent_run_id[:12]}" if run.parent_run_id else ""
-    _console.print(f"run [cyan]{run.run_id}[/] · pipeline [bold]{run.pipeline}[/] · "
-                   f"{_status(run.status)} · seed {run.seed}{parent}")
+    parent = f" · trial of {text(run.parent_run_id[:12])}" if run.parent_run_id else ""
+    _console.print(f"run [cyan]{text(run.run_id)}[/] · pipeline [bold]{text(run.pipeline)}[/] · "
+                   f"{_status(run.status)} · seed {text(run.seed)}{parent}", highlight=False)
     if run.error:
-        _console.print(f"[bold red]error:[/] {run.error}", highlight=False)
+        _console.print(f"[bold red]error:[/] {text(run.error)}", highlight=False)
     for title, values in (("params", run.params), ("metrics", run.metrics)):
         if values:
             _console.print(f"[bold]{title}[/]")
             for key, value in values.items():
-                _console.print(f"  {key:<28} {_value(value)}")
+                _console.print(f"  {text(key):<28} {_value(value)}", highlight=False)
     table = _table("node", "kind", "status", "seconds", "cache key", "outputs")
     for node in detail.nodes:
-        table.add_row(node.id, node.kind, _status(node.status), f"{node.seconds:.2f}",
-                      node.cache_key[:12], ", ".join(a[:8] for a in node.outputs))
+        table.add_row(text(node.id), text(node.kind), _status(node.status),
+                      f"{node.seconds:.2f}", text(node.cache_key[:12]),
+                      text(", ".join(a[:8] for a in node.outputs)))
     _console.print(table)
     for node in detail.nodes:
         if node.error:
-            _console.print(f"[red]{node.id}:[/] {node.error}", highlight=False)
+            _console.print(f"[red]{text(node.id)}:[/] {text(node.error)}", highlight=False)
     if detail.trials:
         _console.print("[bold]trials[/]")
         trials = _table("node", "#", "status", "objective", "params", "run")
         for trial in detail.trials:
-            trials.add_row(trial.node, str(trial.number), _status(trial.status),
+            trials.add_row(text(trial.node), str(trial.number), _status(trial.status),
                            _value(trial.objective),
-                           ", ".join(f"{k}={_value(v)}" for k, v in trial.params.items()),
-                           (trial.trial_run_id or "")[:12])
+                           ", ".join(f"{text(k)}={_value(v)}" for k, v in trial.params.items()),
+                           text((trial.trial_run_id or "")[:12]))
         _console.print(trials)
 
 
@@ -79,7 +86,8 @@ def print_comparison(comparison: Any) -> None:
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("")
     for run in comparison.runs:
-        table.add_column(f"{run.run_id[:12]}\n{run.pipeline} · {run.status}", justify="right")
+        table.add_column(text(f"{run.run_id[:12]}\n{run.pipeline} · {run.status}"),
+                         justify="right")
     for title, values in (("params", comparison.params), ("metrics", comparison.metrics)):
         if not values:
             continue
@@ -92,7 +100,7 @@ def print_comparison(comparison: Any) -> None:
                 numbers = [v for v in row if isinstance(v, (int, float))]
                 best = max(numbers) if numbers else None
                 cells = [f"[green]{c}[/]" if v == best else c for c, v in zip(cells, row)]
-            table.add_row(f"[{style}]{key}[/]", *cells)
+            table.add_row(f"[{style}]{text(key)}[/]", *cells)
     _console.print(table)
     different = sum(comparison.differs(v) for v in [*comparison.params.values(),
                                                     *comparison.metrics.values()])
@@ -102,41 +110,42 @@ def print_comparison(comparison: Any) -> None:
 
 def print_lineage(lineage: Any, direction: str) -> None:
     art = lineage.artifact
-    _console.print(f"artifact [cyan]{art.id}[/] · {art.type} · {art.node}.{art.port} · run "
-                   f"{(lineage.run_id or '?')[:12]} · hash {art.hash[:16]}")
+    _console.print(f"artifact [cyan]{text(art.id)}[/] · {text(art.type)} · "
+                   f"{text(art.node)}.{text(art.port)} · run {text((lineage.run_id or '?')[:12])} "
+                   f"· hash {text(art.hash[:16])}", highlight=False)
     if direction in ("upstream", "both"):
         _console.print(f"[bold]upstream[/] ({len(lineage.upstream)} artifacts)")
         table = _table("artifact", "node", "kind", "port", "type", "run", "hash")
         for e in lineage.upstream:
-            table.add_row(e.artifact[:12], e.node, e.kind, e.port or "", e.type or "",
-                          e.run_id[:12], (e.hash or "")[:12])
+            table.add_row(*(text(v) for v in (e.artifact[:12], e.node, e.kind, e.port or "",
+                                               e.type or "", e.run_id[:12], (e.hash or "")[:12])))
         _console.print(table)
         if lineage.sources:
             _console.print("[bold]source files[/]")
             for source in lineage.sources:
-                _console.print(f"  {source.path}  hash {source.hash or 'missing'}  "
-                               f"({source.node}.{source.field}, {_value(source.size)} bytes)")
+                _console.print(f"  {text(source.path)}  hash {text(source.hash or 'missing')}  "
+                               f"({text(source.node)}.{text(source.field)}, "
+                               f"{_value(source.size)} bytes)", highlight=False)
     if direction in ("downstream", "both"):
         _console.print(f"[bold]downstream[/] ({len(lineage.downstream)} uses)")
         table = _table("artifact", "node", "kind", "status", "run", "consumed")
         for e in lineage.downstream:
-            table.add_row((e.artifact or "–")[:12], e.node, e.kind, _status(e.status),
-                          e.run_id[:12], (e.via or "")[:12])
+            table.add_row(text((e.artifact or "–")[:12]), text(e.node), text(e.kind),
+                          _status(e.status), text(e.run_id[:12]), text((e.via or "")[:12]))
         _console.print(table)
 
 
 def print_check(report: Any) -> None:
     _console.print(f"checked {report.artifacts} artifacts ({report.blobs} blobs)")
     for entry in report.missing:
-        _console.print(f"[red]missing[/] blob {entry['hash'][:16]} of artifact "
-                       f"{entry['artifact'][:12]} ({entry['node']} in run {(entry['run_id'] or '?')[:12]})")
+        _console.print(f"[red]missing[/] blob {_entry(entry)}", highlight=False)
     for entry in report.corrupt:
-        _console.print(f"[bold red]corrupt[/] {entry['where']} {entry['hash'][:16]} of artifact "
-                       f"{entry['artifact'][:12]} ({entry['node']} in run {(entry['run_id'] or '?')[:12]})")
+        _console.print(f"[bold red]corrupt[/] {text(entry['where'])} {_entry(entry)}",
+                       highlight=False)
     for leftover in report.leftovers:
-        _console.print(f"[yellow]unfinished write[/] {leftover}")
+        _console.print(f"[yellow]unfinished write[/] {text(leftover)}", highlight=False)
     for action in report.repaired:
-        _console.print(f"repaired: {action}")
+        _console.print(f"repaired: {text(action)}", highlight=False)
     if report.ok:
         _console.print("[green]ok[/]")
     elif not report.repaired:
@@ -144,9 +153,16 @@ def print_check(report: Any) -> None:
                        "that made them run again when next needed")
 
 
+def _entry(entry: dict[str, Any]) -> str:
+    return text(f"{entry['hash'][:16]} of artifact {entry['artifact'][:12]} ({entry['node']} in "
+                f"run {(entry['run_id'] or '?')[:12]})")
+
+
 def print_gc(report: Any) -> None:
     verb = "would remove" if report.dry_run else "removed"
+    _console.print(f"artifact root {text(report.root)}", highlight=False, soft_wrap=True)
     _console.print(f"{verb} {len(report.blobs)} unreferenced blobs ({report.bytes} bytes)"
-                   + (f"; kept {report.kept_young} younger than --min-age" if report.kept_young else ""))
+                   + (f"; kept {report.kept_young} younger than --min-age" if report.kept_young else "")
+                   + (f"; kept {report.kept_live} a running run may use" if report.kept_live else ""))
     if report.dry_run and report.blobs:
         _console.print("dry run: pass --yes to delete them")

@@ -195,11 +195,17 @@ class PopulationSession:
             attributes=dict(s.attributes)))
 
 
-def replay_run(store: Any, run_id: str, node_id: str | None = None) -> dict[str, Any]:
+def replay_run(store: Any, run_id: str, node_id: str | None = None, *,
+               pipeline: Any = None, plugins: Any = None) -> dict[str, Any]:
     """Retrain run `run_id`'s best member from scratch along its schedule (same inputs,
-    read from the store); returns the member, the recorded and the replayed scores."""
+    read from the store); returns the member, the recorded and the replayed scores.
+
+    The stored spec's plugins are imported only from `pipeline` (the run's own file,
+    hash-checked) or `plugins` (named by the caller): see `flowopt.spec.stored_spec`."""
     from flowopt.graph import compile_pipeline
-    from flowopt.spec import PipelineSpec
+    from flowopt.spec import stored_spec
+    from flowopt.store.schema import Run
+    from sqlalchemy import select
     from flowopt.store.population import read_events, tuner_inputs, tuner_nodes
     from flowopt.tuning.kinds import split_config
 
@@ -212,7 +218,10 @@ def replay_run(store: Any, run_id: str, node_id: str | None = None) -> dict[str,
     if not refs:
         raise FlowoptError(f"run {run_id}: tuner '{node_id}' did not finish, nothing to replay",
                            hint="run the pipeline again to resume it, then replay")
-    graph = compile_pipeline(PipelineSpec.model_validate(spec))
+    with store.engine.connect() as conn:
+        source_hash = conn.execute(select(Run.source_hash).where(Run.id == run_id)).scalar()
+    graph = compile_pipeline(stored_spec(spec, source_hash=source_hash, pipeline=pipeline,
+                                         plugins=plugins))
     plan, node = graph.tuners[node_id], graph.nodes[node_id]
     framework, config = split_config(node.kind.name, dict(node.config))
     values = {port: store.load(ref) for port, ref in refs.items()}
