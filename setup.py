@@ -1,4 +1,4 @@
-"""Computes the package list for the mapped layout (see STYLE.md, "Packaging").
+"""Computes the package list for the mapped layout (the package-dir mapping in pyproject.toml).
 
 `nodes/` and `store/` live at the repository root but install as `flowopt.nodes` and
 `flowopt.store`; an explicit list would silently drop new sub-folders from the wheel.

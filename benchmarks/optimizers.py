@@ -11,7 +11,7 @@ machine's in-place bandwidth (``a += b`` on two float32 tensors, the faster of t
 with 2 threads and numpy, measured in the same run), and the peak temporaries of a step (RSS sampled every 0.5 ms in a
 background thread; numpy/torch free big buffers back to the OS, so spikes show). Then the
 numba compile time of the flowopt kernels (fresh cache, in a subprocess) and the load time
-from numba's on-disk cache (a second process), NUMBA.md habit 6.
+from numba's on-disk cache (a second process), docs/kernels.md habit 6.
 
 Peers: ``torch.optim.Adam`` (``foreach=True`` and ``fused=True``, float32 states), a
 foreach torch Lion written below from the paper's Program 1, and bitsandbytes'

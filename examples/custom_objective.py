@@ -7,7 +7,7 @@ like any metric port. The searched params are declared with ``fo.param(..., low=
 high=)``; the data, the split and the loss do not depend on them and run once, while
 each trial (a child run in the store) builds, trains and scores one network.
 
-    python examples/custom_objective.py            # 8 trials, 2 at a time
+    python examples/custom_objective.py            # 8 trials, 2 at a time (--trials, --steps)
     flowopt runs show <run-id>                     # the trials, each with its params
 
 The best trial's trained model is the tuner's output ``tune.train``; the pipeline
@@ -16,7 +16,6 @@ scores it again with the built-in evaluator (``final``) to show how to use it.
 from __future__ import annotations
 
 import math
-import sys
 
 import flowopt as fo
 from flowopt.nodes import data, evaluator, loss, model, optimizer, tuner
@@ -50,7 +49,14 @@ def build(trials: int = 8, parallel: int = 2, steps: int = 200) -> fo.Pipeline:
 
 
 if __name__ == "__main__":
-    run = build().run(store=sys.argv[1] if len(sys.argv) > 1 else None)
+    import argparse
+
+    cli = argparse.ArgumentParser(description="Tune the compact-accuracy objective.")
+    cli.add_argument("store", nargs="?", help="store directory or URL [default: ./.flowopt]")
+    cli.add_argument("--trials", type=int, default=8)
+    cli.add_argument("--steps", type=int, default=200, help="training steps per trial")
+    args = cli.parse_args()
+    run = build(trials=args.trials, steps=args.steps).run(store=args.store)
     print(f"run {run.run_id} {run.status}: best {run.best['params']} "
           f"score {run.best['objective']:.4f}, "
           f"accuracy of the best model {run.metrics['final.accuracy']:.4f}")

@@ -1,6 +1,6 @@
 """One small error hierarchy; each error knows its exit code and renders as one line.
 
-Exit codes (the CLI contract, DESIGN.md §1):
+Exit codes (the CLI contract, docs/cli.md):
     0  success
     1  the pipeline ran and a node failed
     2  invalid input or usage (nothing was executed, nothing written to the store)
@@ -46,6 +46,13 @@ class GraphError(SpecError):
 
 class StoreError(FlowoptError):
     """The store cannot be opened or queried as asked."""
+
+
+class NoSuchValue(FlowoptError, KeyError):
+    """`RunResult.value` named a node or port the run does not have; the message lists
+    what exists. A `KeyError` too, so ``except KeyError`` keeps working."""
+
+    __str__ = FlowoptError.__str__
 
 
 class NodeFailed(FlowoptError):

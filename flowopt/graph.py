@@ -5,11 +5,15 @@
 and port types, cycles — and raises a `GraphError` naming file:line and key.
 
 Identity is a content hash (tinygrad-style): a node's cache key is the hash of its kind,
-kind version, validated config, derived seed (unless the kind is deterministic), the
-content of any file a config field names (fields typed `Path`/`FilePath`) and the
-cache keys of the outputs it consumes, computed bottom-up. Nothing about wall-clock time,
-file paths or node ids enters it, so an unchanged node is never recomputed and a changed
-param invalidates exactly the nodes it reaches.
+kind version (and, for a plugin's kind, its module's source), validated config, derived
+seed (unless the kind is deterministic), the content of any file a config field names
+(fields typed `Path`/`FilePath`) and the cache keys of the outputs it consumes, computed
+bottom-up. Nothing about wall-clock time, where the project lives or node ids enters it,
+so an unchanged node is never recomputed and a changed param invalidates exactly the
+nodes it reaches.
+
+Paths in a pipeline are relative to its file (`flowopt.paths`): the node receives the
+absolute path, the cache key the path as written plus the file's content.
 
 Params are first-class nodes of the networkx graph (``params.NAME``, attribute
 ``param=True``), with edges to the nodes whose config references them, so
@@ -28,6 +32,8 @@ import pydantic
 
 from .artifacts import canonical_json
 from .errors import GraphError, SpecError
+from .identity import code_digest
+from .paths import path_fields, resolve
 from .registry import REGISTRY, NodeKind, Port, load_plugin
 from .spec import LoadedSpec, PipelineSpec, interpolate, param_refs
 from .tuning.kinds import is_tuner
@@ -113,6 +119,9 @@ def cache_key(kind: NodeKind, config: Mapping[str, Any], inputs: Mapping[str, st
               seed: int | None) -> str:
     payload = {"kind": kind.name, "version": kind.version, "config": config,
                "inputs": dict(sorted(inputs.items())), "seed": seed}
+    code = code_digest(kind.fn)
+    if code is not None:  # a plugin's module source (flowopt.identity)
+        payload["code"] = code
     return hashlib.blake2b(canonical_json(payload), digest_size=16).hexdigest()
 
 
@@ -137,6 +146,7 @@ class _Compiler:
         self.lines: LineMap = loaded.lines
         self.base_dir = loaded.base_dir
         self.file_digests: dict[str, dict[str, str | None]] = {}
+        self.written_paths: dict[str, dict[str, str]] = {}
 
     def error(self, path: tuple, message: str, hint: str | None = None) -> GraphError:
         return self.lines.error(path, message, hint=hint, cls=GraphError)
@@ -194,8 +204,10 @@ class _Compiler:
         return plan_tuners(self.spec, kinds, configs, bindings, dag, self.error)
 
     def fingerprint(self, nid: str) -> dict[str, Any]:
+        """What the key sees beyond the config: the paths as written (in place of the
+        resolved ones, `flowopt.paths`) and the content of the files they name."""
         files = self.file_digests.get(nid)
-        return {"__files__": files} if files else {}
+        return {**self.written_paths.get(nid, {}), **({"__files__": files} if files else {})}
 
     def load_plugins(self) -> None:
         for index, reference in enumerate(self.spec.plugins):
@@ -221,8 +233,13 @@ class _Compiler:
                     known = ", ".join(self.spec.params) or "none defined"
                     raise self.error(("nodes", nid, "with", field_name),
                                      f"${{params.{name}}} is not defined (params: {known})")
+        values = interpolate(raw, self.spec.params)
+        written = {name: values[name] for name in path_fields(kind.config)
+                   if isinstance(values.get(name), str)}
+        for name, text in written.items():
+            values[name] = str(resolve(text, self.base_dir))
         try:
-            model = kind.config.model_validate(interpolate(raw, self.spec.params))
+            model = kind.config.model_validate(values)
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             loc = tuple(first["loc"])
@@ -239,6 +256,10 @@ class _Compiler:
         if files:
             # A file's content, not just its path, decides whether a cached result is valid.
             self.file_digests[nid] = files
+        if written:
+            # The key sees the path as written (plus the content above), not where the
+            # checkout lives: moving the project keeps its cache.
+            self.written_paths[nid] = written
         return config
 
     def bindings(self, nid: str, kinds: dict[str, NodeKind]) -> dict[str, Binding]:

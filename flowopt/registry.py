@@ -257,8 +257,15 @@ class NodeFactory:
         return f"<node kind {self.kind.name}>"
 
 
+_PLUGIN_SOURCES: dict[str, bytes] = {}
+
+
 def load_plugin(reference: str, base_dir: Path | None = None) -> None:
-    """Import a plugin: a module name, or a ``.py`` path (relative to `base_dir`)."""
+    """Import a plugin: a module name, or a ``.py`` path (relative to `base_dir`).
+
+    A ``.py`` file is executed again when its content changed since it was last loaded in
+    this process, so its kinds (and their code hash, `flowopt.identity`) are the file's
+    current ones."""
     if reference.endswith(".py") or "/" in reference:
         path = Path(reference)
         if not path.is_absolute() and base_dir is not None:
@@ -266,8 +273,10 @@ def load_plugin(reference: str, base_dir: Path | None = None) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"plugin file not found: {path}")
         module_name = f"flowopt_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
-        if module_name in sys.modules:
+        content = path.read_bytes()
+        if module_name in sys.modules and _PLUGIN_SOURCES.get(module_name) == content:
             return
+        _PLUGIN_SOURCES[module_name] = content
         spec = importlib.util.spec_from_file_location(module_name, path)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)

@@ -6,6 +6,7 @@ only see the `Recorder` protocol. The store package is imported lazily.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 from .executors import check_local_resources, make_executor
@@ -82,4 +83,10 @@ def execute(graph: Graph, *, store: Any = None, workers: int | None = None,
                           source=source)
     if scheduler_hook is not None:
         scheduler_hook(scheduler)
-    return scheduler.run()
+    result = scheduler.run()
+    best = result.best or {}
+    if "params" in best and hasattr(recorder, "log_params"):
+        # A tuned run's best params become queryable run params: params.TUNER.NAME.
+        recorder.log_params(result.run_id, {f"{best['node']}.{k}": v
+                                            for k, v in best["params"].items()})
+    return replace(result, _graph=graph)  # lets run.value name default outputs

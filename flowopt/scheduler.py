@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 from .artifacts import as_metric
 from .context import Context
-from .errors import Interrupted
+from .errors import Interrupted, NoSuchValue
 from .events import Broadcast, RunListener
 from .executors import Executor, SyncExecutor, default_workers
 from .graph import Graph, Node
@@ -73,18 +73,53 @@ class RunResult:
     best: Mapping[str, Any] | None = None  # a tuned run's {node, params, objective}
     _values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
     _recorder: Any = field(default=None, repr=False, compare=False)
+    _graph: Any = field(default=None, repr=False, compare=False)  # to name default outputs
 
     def value(self, node_id: str, port: str | None = None) -> Any:
-        """A node's output value (its default output unless `port` is given)."""
-        result = self.nodes[node_id]
-        port = port or next(iter(result.outputs), None)
+        """A node's output value: its default output unless `port` is given.
+
+        Names read as in a pipeline's ``in:``: ``value("score", "accuracy")`` or
+        ``value("score.accuracy")``; a tuner's best trial's outputs are
+        ``value("tune.train")`` (node ``train``'s default output) or
+        ``value("tune", "train.model")``. A wrong name raises `NoSuchValue` (a
+        `KeyError`) listing the nodes or ports that exist.
+        """
+        node_id, port = self._output_name(node_id, port)
         live = self._values.get(node_id, {}).get(port)
         if live is not None and not isinstance(live, ArtifactRef):
             return live
-        return self._recorder.load(result.outputs[port])
+        return self._recorder.load(self.nodes[node_id].outputs[port])
+
+    def _output_name(self, name: str, port: str | None) -> tuple[str, str]:
+        """``(node id, port)`` for `value` (its docstring), or `NoSuchValue`."""
+        if name not in self.nodes and port is None and "." in name:
+            name, port = name.split(".", 1)
+        if name not in self.nodes:
+            raise NoSuchValue(f"run {self.run_id[:12]} has no node '{name}' "
+                              f"(nodes: {', '.join(self.nodes)})")
+        result = self.nodes[name]
+        ports = list(result.outputs)
+        if not ports:
+            raise NoSuchValue(f"node '{name}' has no outputs in run {self.run_id[:12]} "
+                              f"(status {result.status})")
+        node = self._graph.nodes.get(name) if self._graph is not None else None
+        if port is None:
+            default = node.kind.outputs[0].name if node is not None and node.kind.outputs else None
+            return name, default if default in result.outputs else ports[0]
+        if port in result.outputs:
+            return name, port
+        owned = self._graph.nodes.get(port) if self._graph is not None else None
+        if owned is not None and owned.kind.outputs:  # a tuner's NODE: that node's default output
+            exported = f"{port}.{owned.kind.outputs[0].name}"
+            if exported in result.outputs:
+                return name, exported
+        under = [p for p in ports if p.startswith(port + ".")]
+        if len(under) == 1:
+            return name, under[0]
+        raise NoSuchValue(f"node '{name}' has no output '{port}' (outputs: {', '.join(ports)})")
 
     def to_json(self) -> dict[str, Any]:
-        """The ``flowopt run --json`` object (DESIGN.md §4)."""
+        """The ``flowopt run --json`` object (docs/cli.md)."""
         return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
                 "store": self.store, "seconds": round(self.seconds, 4),
                 "nodes": {nid: {"status": r.status, "seconds": round(r.seconds, 4),
@@ -227,7 +262,8 @@ class Scheduler:
                 record(node, "succeeded", outcome, outcome.refs, outcome.metrics)
                 complete(node)
             else:
-                record(node, "failed", outcome)
+                # Stopped by Ctrl-C (or a tuner's cancel) is not a failure of the node.
+                record(node, "interrupted" if outcome.error == "interrupted" else "failed", outcome)
                 if failed is None and outcome.error != "interrupted":
                     failed, failed_trace = node.id, outcome.traceback
 

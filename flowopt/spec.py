@@ -5,7 +5,7 @@ with ``${params.X}`` references still in place. `flowopt.graph.compile_pipeline`
 into the frozen, typed graph. Both front ends produce a `PipelineSpec`, which is why a
 pipeline written in Python and the same one in YAML compile to identical graphs.
 
-File format (DESIGN.md §1)::
+File format (README, "Pipeline files")::
 
     pipeline: NAME          # required
     seed: 0

@@ -90,7 +90,8 @@ def csv(path: FilePath, target: str | int = -1, header: bool | Literal["auto"] =
 
     Outputs: ``dataset``. ``with:`` fields (defaults):
 
-    * ``path`` (required) — resolved against the current working directory;
+    * ``path`` (required) — in a pipeline file, relative to that file's folder; in a
+      pipeline built in Python, relative to the working directory;
     * ``target`` (-1: the last column) — a column name from the header row, or an index
       (negative counts from the end); every other column is a numeric feature;
     * ``header`` (auto: the first row is a header if any cell is not a number), true, false;
@@ -106,8 +107,7 @@ def csv(path: FilePath, target: str | int = -1, header: bool | Literal["auto"] =
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"data.csv: no file '{path}' (looked for {file.resolve()}; "
-                                "a relative path is resolved against the working directory)")
+        raise FileNotFoundError(f"data.csv: no file '{path}' (looked for {file.resolve()})")
     payload = file.read_bytes()
     try:
         table = tabular.parse_table(payload, delimiter=delimiter, gzipped=file.suffix == ".gz",

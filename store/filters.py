@@ -8,10 +8,18 @@ Typing. Params keep their JSON value and, when numeric, a float copy (`value_num
 of a string, so ``params.width = 3`` and ``params.width = 3.0`` both match the integer 3
 and never the string '3'. Metrics are final values (rows with ``step`` NULL) and numbers.
 
-Names. ``metrics.NODE.KEY`` names a node's metric; a bare ``metrics.KEY`` is accepted
-when exactly one node in the store has a metric of that name (DESIGN.md §1), otherwise
-the error lists the candidates. A param or metric that no run has is not an error: the
-comparison is false and the query carries a note, shown by the CLI.
+Names. ``metrics.NODE.KEY`` names a node's metric. A bare ``metrics.KEY`` is resolved
+within the runs being listed (`Compiler.scope`: the pipeline, status, age and trial
+filters beside the expression): when one node of those runs logs ``KEY`` it means that
+node's metric; when several do (the quickstart's ``final`` and the quantize pipeline's
+``*_score``), it means, in each run, the one node of that run that logs ``KEY`` — a run
+where several of its nodes log it is left out, with a note naming them, and if no run
+has a single one the bare name is an error listing the candidates. ``params.NAME`` is
+the value a run was started with (the file's, or a ``-s`` override; a trial run's are
+the trial's); ``params.TUNER.NAME`` is the best value tuner node TUNER found (e.g.
+``params.tune.lr``). A param or metric that no run has is not an error: the comparison
+is false and the query carries a note, shown by the CLI. Errors name the option the text
+came from (``--where`` or ``--order-by``).
 """
 from __future__ import annotations
 
@@ -21,7 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from sqlalchemy import Text, and_, exists, false, not_, or_, select, type_coerce
+from sqlalchemy import Text, and_, case, exists, false, func, not_, or_, select, type_coerce
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from flowopt.errors import StoreError
@@ -82,6 +91,9 @@ class Compiler:
     conn: Any
     text: str = ""
     notes: list[str] = field(default_factory=list)
+    #: conditions on `Run` selecting the runs being listed: bare metric names resolve there
+    scope: tuple[Any, ...] = ()
+    option: str = "--where"  # what error messages call the text
     _metric_nodes: dict[str, list[str]] = field(default_factory=dict)
 
     def compile(self, text: str) -> ColumnElement[bool]:
@@ -97,7 +109,7 @@ class Compiler:
         return and_(*parts) if type(node).__name__ == "And" else or_(*parts)
 
     def error(self, position: int, message: str) -> WhereError:
-        return WhereError(self.text, position, message)
+        return WhereError(self.text, position, message, self.option)
 
     # -- one comparison ----------------------------------------------------------------
     def compare(self, node: Compare) -> ColumnElement[bool]:
@@ -179,19 +191,19 @@ class Compiler:
         target = self.metric_target(field, rest)
         if target is None:
             return false()
-        node_id, key = target
         negative = node.op in ("!=", "not in")
         positive_op = {"!=": "=", "not in": "in"}.get(node.op, node.op)
         condition = self.apply(Metric.value, Compare(field, positive_op, node.values, node.position),
                                lambda lit: lit.value)
-        where = [Metric.run_id == Run.id, Metric.node_id == node_id, Metric.key == key,
-                 Metric.step.is_(None)]
+        where = metric_rows(*target)
         found = exists().where(*where, condition)
         return and_(exists().where(*where), not_(found)) if negative else found
 
     # -- names -------------------------------------------------------------------------
-    def metric_target(self, field: Field, rest: tuple[str, ...]) -> tuple[str, str] | None:
-        """``(node_id, key)`` of a metric reference, resolving a bare name; None if unknown."""
+    def metric_target(self, field: Field, rest: tuple[str, ...]) -> tuple[str | None, str] | None:
+        """``(node_id, key)`` of a metric reference, resolving a bare name within the runs
+        being listed; node None: each run's one node with that metric (module docstring).
+        None if no run has it."""
         if len(rest) > 1:
             node_id, key = ".".join(rest[:-1]), rest[-1]
             if self._metric_exists(node_id, key):
@@ -202,8 +214,14 @@ class Compiler:
             return nodes[0], name
         if len(nodes) > 1:
             choices = ", ".join(f"metrics.{n}.{name}" for n in nodes)
-            raise self.error(field.position, f"metric '{name}' is logged by {len(nodes)} nodes; "
-                                             f"name one: {choices}")
+            single, several = self._runs_by_node_count(name)
+            if not single:
+                raise self.error(field.position, f"metric '{name}' is logged by {len(nodes)} "
+                                                 f"nodes in every run that has it; name one: {choices}")
+            if several:
+                self.notes.append(f"metrics.{name}: {several} run(s) where several nodes log "
+                                  f"'{name}' are left out; name one to include them: {choices}")
+            return None, name
         if len(rest) > 1:
             self.notes.append(f"no run has metric '{'.'.join(rest)}'")
             return ".".join(rest[:-1]), rest[-1]
@@ -212,11 +230,22 @@ class Compiler:
 
     def _nodes_with_metric(self, key: str) -> list[str]:
         if key not in self._metric_nodes:
-            rows = self.conn.execute(select(Metric.node_id).where(Metric.key == key,
-                                                                  Metric.step.is_(None))
+            rows = self.conn.execute(select(Metric.node_id).join(Run, Run.id == Metric.run_id)
+                                     .where(Metric.key == key, Metric.step.is_(None), *self.scope)
                                      .distinct().order_by(Metric.node_id)).scalars().all()
             self._metric_nodes[key] = list(rows)
         return self._metric_nodes[key]
+
+    def _runs_by_node_count(self, key: str) -> tuple[int, int]:
+        """How many runs in scope log final metric `key` from one node, and from several."""
+        nodes = func.count(func.distinct(Metric.node_id))
+        per_run = (select(Metric.run_id, nodes.label("nodes")).join(Run, Run.id == Metric.run_id)
+                   .where(Metric.key == key, Metric.step.is_(None), *self.scope)
+                   .group_by(Metric.run_id).subquery())
+        single, several = self.conn.execute(select(
+            func.sum(case((per_run.c.nodes == 1, 1), else_=0)),
+            func.sum(case((per_run.c.nodes > 1, 1), else_=0)))).one()
+        return int(single or 0), int(several or 0)
 
     def _metric_exists(self, node_id: str, key: str) -> bool:
         return node_id in self._nodes_with_metric(key)
@@ -225,6 +254,19 @@ class Compiler:
         hit = self.conn.execute(select(Param.key).where(Param.key == key).limit(1)).first()
         if hit is None:
             self.notes.append(f"no run has a param named '{key}'")
+
+
+def metric_rows(node_id: str | None, key: str) -> list[Any]:
+    """Conditions selecting a run's final value of metric `key`: of node `node_id`, or,
+    for None, of the one node of that run that logs `key` (no row when several do)."""
+    where = [Metric.run_id == Run.id, Metric.key == key, Metric.step.is_(None)]
+    if node_id is not None:
+        return [*where, Metric.node_id == node_id]
+    other = aliased(Metric)
+    nodes = (select(func.count(func.distinct(other.node_id)))
+             .where(other.run_id == Metric.run_id, other.key == key, other.step.is_(None))
+             .correlate_except(other).scalar_subquery())
+    return [*where, nodes == 1]
 
 
 def _literal_kind(value: Any) -> str:
@@ -257,7 +299,7 @@ def order_clause(ordering: Ordering, compiler: Compiler) -> Any:
     """The ORDER BY expression (nulls last) for a run column, a param or a metric."""
     head, rest = ordering.field[0], ordering.field[1:]
     field_ref = Field(ordering.field, 0)
-    compiler.text = ".".join(ordering.field)
+    compiler.text, compiler.option = ".".join(ordering.field), "--order-by"
     if head in RUN_COLUMNS and not rest:
         column: Any = RUN_COLUMNS[head]
     elif head == "params" and rest:
@@ -268,8 +310,7 @@ def order_clause(ordering: Ordering, compiler: Compiler) -> Any:
         target = compiler.metric_target(field_ref, rest)
         if target is None:
             return None
-        column = (select(Metric.value).where(Metric.run_id == Run.id, Metric.node_id == target[0],
-                                             Metric.key == target[1], Metric.step.is_(None))
+        column = (select(Metric.value).where(*metric_rows(*target))
                   .order_by(Metric.id.desc()).limit(1).scalar_subquery())
     else:
         raise StoreError(f"cannot order by '{'.'.join(ordering.field)}'",

@@ -2,7 +2,7 @@
 
 * A directory ``DIR`` is ``sqlite:///DIR/flowopt.db`` with blobs in ``DIR/artifacts``.
 * A URL keeps its blobs under, in order: the URL's ``artifacts`` query parameter
-  (``postgresql+psycopg://host/db?artifacts=/shared/blobs``, removed before the URL
+  (``postgresql+psycopg://host/db?artifacts=/srv/flowopt-blobs``, removed before the URL
   reaches the driver), ``$FLOWOPT_ARTIFACTS``, a directory ``artifacts`` beside a SQLite
   file, else ``./.flowopt/artifacts``.
 

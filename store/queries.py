@@ -91,37 +91,47 @@ class Queries:
 
         `where` is a filter expression (see `flowopt.store.where`), `since` an ISO time or
         an age ('2h', '3d'), `order_by` 'FIELD [asc|desc]'. A tuner's trial runs are left
-        out unless `trials`. The result's ``notes`` say when a filter names a param or
-        metric that no run has.
+        out unless `trials`. A bare metric name in `where` or `order_by` resolves within the
+        runs the other arguments select (`flowopt.store.filters`). The result's ``notes``
+        say when a filter names a param or metric that no run has, when runs were left
+        out because a bare metric name is ambiguous in them, and when `limit` cut the list.
         """
         self.reap_abandoned()
         with self.engine.connect() as conn:
-            compiler = Compiler(conn)
-            query = select(*RECORD_COLUMNS)
-            if where:
-                query = query.where(compiler.compile(where))
+            scope = []  # the runs being listed, before the expression: bare metric names resolve there
             if pipeline:
-                query = query.where(Run.pipeline == pipeline)
+                scope.append(Run.pipeline == pipeline)
             if status:
-                query = query.where(Run.status == status)
+                scope.append(Run.status == status)
             if since is not None:
                 moment = parse_time(since) if isinstance(since, str) else since
                 if conn.dialect.name == "sqlite":
                     moment = _naive_utc(moment)
-                query = query.where(Run.started_at >= moment)
+                scope.append(Run.started_at >= moment)
             if not trials:
-                query = query.where(Run.parent_run_id.is_(None))
+                scope.append(Run.parent_run_id.is_(None))
+            compiler = Compiler(conn, scope=tuple(scope))
+            query = select(*RECORD_COLUMNS).where(*scope)
+            if where:
+                query = query.where(compiler.compile(where))
             clause = order_clause(parse_order(order_by), compiler) if order_by else None
             if clause is not None:
                 query = query.order_by(clause)
             query = query.order_by(Run.started_at.desc(), Run.id)
+            more = False
             if limit:
+                rows = conn.execute(query.limit(limit + 1)).mappings().all()
+                more, rows = len(rows) > limit, rows[:limit]
                 query = query.limit(limit)
-            rows = conn.execute(query).mappings().all()
+            else:
+                rows = conn.execute(query).mappings().all()
             ids = [r["id"] for r in rows]
             among = query.with_only_columns(Run.id).scalar_subquery() if len(ids) > 50 else None
             params, metrics = self._params_and_metrics(conn, ids, among)
         records = [self._run_record(r, params[r["id"]], metrics[r["id"]]) for r in rows]
+        if more:
+            compiler.notes.append(f"showing the first {limit} matching runs; more match "
+                                  "(--limit N shows more)")
         return Runs(records, dict.fromkeys(compiler.notes))
 
     def run(self, run_id: str) -> RunDetail:

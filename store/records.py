@@ -1,6 +1,6 @@
 """Frozen records returned by store queries (never ORM rows), with their JSON shapes.
 
-The ``to_json`` methods produce the contract of DESIGN.md §4, shared by ``--json``
+The ``to_json`` methods produce the contract in docs/cli.md, shared by ``--json``
 output, the Python API and the tests.
 """
 from __future__ import annotations

@@ -203,6 +203,18 @@ class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore, Br
         self._heartbeat.opened(run_id)
         return run_id
 
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Add params to a run after it started (a tuner's best: ``TUNER.NAME``); a key the
+        run already has keeps its value."""
+        def write(conn: Any) -> None:
+            have = set(conn.execute(select(Param.key).where(Param.run_id == run_id)).scalars())
+            rows = [{"run_id": run_id, "key": k, "value": v, "value_num": _numeric(v)}
+                    for k, v in params.items() if k not in have]
+            if rows:
+                conn.execute(insert(Param), rows)
+
+        self._write(write)
+
     def _run_extras(self, info: RunInfo) -> dict[str, Any]:
         """Extra columns of a new run row (``parent_run_id`` of a trial run)."""
         parent = getattr(info, "parent_run_id", None)

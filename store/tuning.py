@@ -23,6 +23,8 @@ from flowopt.recording import ArtifactRef
 from .liveness import HOST, STALE_SECONDS, pid_alive
 from .schema import Artifact, Edge, Execution, Run, Trial
 
+FULL_ID = 32  # hex digits of a run id (`flowopt.recording.new_id`); shorter is a prefix
+
 
 def _trial_info(row: Any) -> Any:
     from flowopt.tuning.records import TrialInfo
@@ -104,7 +106,11 @@ class TuningStore:
         return one_per_child(_trial_info(r) for r in rows)
 
     def run_outputs(self, run_id: str) -> dict[str, dict[str, ArtifactRef]]:
-        """``node_id -> {port: ref}`` of a run's succeeded or cached executions."""
+        """``node_id -> {port: ref}`` of a run's succeeded or cached executions; pass a
+        ref to `Store.load` for the value. `run_id` may be any unique prefix, as on the
+        command line; an unknown or ambiguous one raises `StoreError`."""
+        if len(run_id) < FULL_ID:
+            run_id = self.resolve_run_id(run_id)  # type: ignore[attr-defined]
         self.flush()  # type: ignore[attr-defined]
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -117,6 +123,8 @@ class TuningStore:
         outputs: dict[str, dict[str, ArtifactRef]] = {}
         for node_id, port, aid, atype, digest, size in rows:
             outputs.setdefault(node_id, {})[port] = ArtifactRef(aid, atype, digest, size)
+        if not outputs:
+            self.resolve_run_id(run_id)  # type: ignore[attr-defined]  # no such run: say so
         return outputs
 
 

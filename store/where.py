@@ -51,15 +51,16 @@ _TOKEN = re.compile(r"""
 
 
 class WhereError(StoreError):
-    """A malformed filter expression; the hint shows the expression with a caret."""
+    """A malformed filter expression; the hint shows the expression with a caret.
+    `option` names where the text came from (``--where`` or ``--order-by``)."""
 
-    def __init__(self, text: str, position: int, message: str):
-        self.text, self.position = text, position
+    def __init__(self, text: str, position: int, message: str, option: str = "--where"):
+        self.text, self.position, self.option = text, position, option
         start = max(0, position - 40)  # a long expression is shown around the column only
         shown = ("…" if start else "") + text[start:position + 40] + \
             ("…" if len(text) > position + 40 else "")
         caret = " " * (position - start + (1 if start else 0)) + "^"
-        super().__init__(f"malformed --where at column {position + 1}: {message}",
+        super().__init__(f"malformed {option} at column {position + 1}: {message}",
                          hint=f"\n  {shown}\n  {caret}")
 
 

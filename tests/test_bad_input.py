@@ -1,5 +1,5 @@
 """Every kind of bad input: exit code 2, one clear line naming file:line and key,
-no traceback, and nothing written to the store (DESIGN.md §1, issue: core engine)."""
+no traceback, and nothing written to the store (README, "Command line")."""
 from __future__ import annotations
 
 import pytest

@@ -139,7 +139,7 @@ def test_interrupt_marks_run_interrupted_and_keeps_finished_nodes():
     run = recorder.runs[scheduler.run_id]
     assert run["status"] == "interrupted"
     statuses = {r.node_id: r.status for r in recorder.executions}
-    assert statuses == {"a": "succeeded", "slow": "failed"}
+    assert statuses == {"a": "succeeded", "slow": "interrupted"}
     assert [r.error for r in recorder.executions if r.node_id == "slow"] == ["interrupted"]
     # resume: a is reused
     again = Scheduler(graph_of({"a": {"kind": "toy.number"},

@@ -19,14 +19,14 @@ def test_a_directory_holds_the_database_and_the_artifacts(tmp_path):
 def test_a_url_takes_its_artifact_root_from_the_query_then_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("FLOWOPT_ARTIFACTS", raising=False)
     monkeypatch.delenv("FLOWOPT_ARTIFACT_ROOT", raising=False)
-    url = "postgresql+psycopg://u:pw@db.example:5433/flow?artifacts=/shared/blobs&sslmode=require"
+    url = "postgresql+psycopg://u:pw@db.example:5433/flow?artifacts=/srv/flowopt-blobs&sslmode=require"
     where = resolve(url)
-    assert where.artifact_root == Path("/shared/blobs")
+    assert where.artifact_root == Path("/srv/flowopt-blobs")
     assert "artifacts" not in where.url and "sslmode=require" in where.url  # for the driver
     assert where.display == "postgresql+psycopg://u:***@db.example:5433/flow?sslmode=require"
     monkeypatch.setenv("FLOWOPT_ARTIFACTS", str(tmp_path / "env"))
     assert resolve("postgresql+psycopg://u@h/db").artifact_root == tmp_path / "env"
-    assert resolve(url).artifact_root == Path("/shared/blobs")  # the URL wins
+    assert resolve(url).artifact_root == Path("/srv/flowopt-blobs")  # the URL wins
     assert resolve("postgresql+psycopg://u@h/db", artifacts=tmp_path / "flag").artifact_root \
         == tmp_path / "flag"
     monkeypatch.delenv("FLOWOPT_ARTIFACTS")

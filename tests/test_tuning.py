@@ -207,7 +207,7 @@ def test_an_interrupted_tuning_run_resumes_without_rerunning_finished_trials():
     scheduler = Scheduler(graph, recorder, listeners=[listener])
     listener.scheduler = scheduler
     interrupted = scheduler.run()
-    assert interrupted.nodes["tune"].status == "failed"
+    assert interrupted.nodes["tune"].status == "interrupted"
     assert interrupted.nodes["tune"].error == "interrupted"
     first = {t.number: t for t in recorder.trials.values() if t.run_id == interrupted.run_id}
     assert sorted(n for n, t in first.items() if t.status == "succeeded") == [0, 1, 2]

@@ -104,11 +104,28 @@ def test_metrics_by_node_name_and_by_bare_name(store):
     assert labels(store, "metrics.total = 1 or metrics.total = 4") == {"small", "text"}
 
 
-def test_a_bare_metric_name_that_two_nodes_have_is_an_error_naming_both(store):
+def test_a_bare_metric_name_means_each_runs_one_node_and_leaves_out_ambiguous_runs(store):
+    both = Scheduler(graph("x", 5.0, extra_node=True), store).run().run_id
+    result = store.runs("metrics.total > 0")
+    assert both not in [r.run_id for r in result] and len(result) == 4
+    assert "metrics.s.total, metrics.t.total" in result.notes[0]
+    assert [r.run_id for r in store.runs("metrics.t.total > 0")] == [both]
+    ordered = store.runs(order_by="metrics.total desc")
+    assert [r.run_id for r in ordered][:4] == [store.ids[k] for k in ("text", "big", "mid", "small")]
+
+
+def test_a_bare_metric_name_resolves_within_the_runs_being_listed(store):
     Scheduler(graph("x", 5.0, extra_node=True), store).run()
     with pytest.raises(WhereError, match="metrics.s.total, metrics.t.total"):
-        store.runs("metrics.total > 0")
-    assert len(store.runs("metrics.t.total > 0")) == 1
+        store.runs("metrics.total > 0", pipeline="x")  # every run listed has two
+    assert labels(store, "metrics.total > 0", pipeline="digits") == {"small", "mid"}
+    assert store.runs("metrics.total > 0", pipeline="digits").notes == ()
+
+
+def test_order_by_errors_name_the_order_by_option(store):
+    Scheduler(graph("x", 5.0, extra_node=True), store).run()
+    with pytest.raises(WhereError, match="malformed --order-by at column 1"):
+        store.runs(order_by="metrics.total desc", pipeline="x")
 
 
 def test_unknown_params_and_metrics_give_an_empty_result_with_a_note(store):

@@ -76,8 +76,18 @@ def _compile(file: Path, overrides: list[str]) -> Any:
     return compile_pipeline(load_spec(file, overrides))
 
 
+def _version(show: bool) -> None:
+    if show:
+        from flowopt import __version__
+
+        typer.echo(f"flowopt {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
     _STATE["debug"] = debug
 
 
@@ -151,25 +161,28 @@ def graph(file: Path = typer.Argument(..., help="Pipeline file (YAML)."),
 
 
 @app.command()
-def kinds(as_json: bool = JsonOption) -> None:
-    """List the registered node kinds with their ports and fields."""
+def kinds(name: Optional[str] = typer.Argument(None, help="One kind, e.g. optimizer.lion."),
+          as_json: bool = JsonOption) -> None:
+    """The registered node kinds: ports, fields with types and defaults (one kind: its docs)."""
     from flowopt.registry import REGISTRY
 
-    names = _guarded(REGISTRY.names)
-    rows = []
-    for name in names:
-        kind = REGISTRY.get(name)
-        rows.append({"kind": name, "version": kind.version,
-                     "inputs": {p.name: p.type_name for p in kind.inputs},
-                     "outputs": {p.name: p.type_name for p in kind.outputs},
-                     "fields": list(kind.config.model_fields),
-                     "summary": kind.doc.splitlines()[0] if kind.doc else ""})
-    if as_json:
-        _print_json(rows)
-        return
-    from .render import print_kinds
+    from .kinds import describe, print_kind, print_kinds
 
-    print_kinds(rows)
+    def lookup() -> list[Any]:
+        if name is None:
+            return [REGISTRY.get(n) for n in REGISTRY.names()]
+        try:
+            return [REGISTRY.get(name)]
+        except KeyError as exc:
+            raise FlowoptError(f"unknown node kind '{name}'", hint=exc.args[0]) from None
+
+    rows = [describe(kind) for kind in _guarded(lookup)]
+    if as_json:
+        _print_json(rows[0] if name else rows)
+    elif name:
+        print_kind(rows[0])
+    else:
+        print_kinds(rows)
 
 
 @app.command()

@@ -1,4 +1,9 @@
-"""Draw a compiled graph as mermaid or graphviz dot text (png via the `dot` program)."""
+"""Draw a compiled graph as mermaid or graphviz dot text (png via the `dot` program).
+
+PNG is left to graphviz rather than a bundled renderer: laying out a DAG well is
+graphviz's job, and mermaid text renders on GitHub and in most editors as it is.
+Without `dot` on PATH, ``--format png`` is a usage error (exit 2) that says so.
+"""
 from __future__ import annotations
 
 import shutil
@@ -34,9 +39,10 @@ def render_graph(graph: Any, fmt: str, output: Path | None) -> str | None:
     """Return the text (or write it to `output`); png needs graphviz's `dot` on PATH."""
     if fmt == "png":
         dot = shutil.which("dot")
-        if dot is None:
-            raise FlowoptError("--format png needs graphviz's `dot` program",
-                               hint="install graphviz, or use --format mermaid|dot")
+        if dot is None:  # one line: what is missing, how to get it, what works without it
+            raise FlowoptError("--format png needs graphviz's `dot` program, which is not on "
+                               "PATH: install graphviz (e.g. apt install graphviz) or use "
+                               "--format mermaid|dot")
         if output is None:
             raise FlowoptError("--format png needs -o FILE.png")
         subprocess.run([dot, "-Tpng", "-o", str(output)], input=to_dot(graph).encode(), check=True)

@@ -15,7 +15,7 @@ from flowopt.events import RunListener
 from .render import text
 
 _STYLE = {"pending": "dim", "running": "cyan", "succeeded": "green", "cached": "blue",
-          "failed": "bold red", "skipped": "dim yellow"}
+          "failed": "bold red", "skipped": "dim yellow", "interrupted": "magenta"}
 
 
 class LiveProgress(RunListener):
@@ -23,7 +23,7 @@ class LiveProgress(RunListener):
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
-        self.progress = Progress(TextColumn("{task.fields[status]:<10}"),
+        self.progress = Progress(TextColumn("{task.fields[status]:<11}"),
                                  TextColumn("[bold]{task.description:<16}"),
                                  TextColumn("[dim]{task.fields[kind]:<24}"),
                                  BarColumn(bar_width=24), MofNCompleteColumn(),

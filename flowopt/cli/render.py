@@ -74,15 +74,3 @@ def print_run_summary(result: Any, store: str) -> None:
                        f"{text(result.error)}", highlight=False)
         _console.print(f"hint: fix it and run the same command again; {done} finished nodes "
                        f"will be reused (`flowopt runs show {result.run_id[:8]}` for details)")
-
-
-def print_kinds(rows: Iterable[dict[str, Any]]) -> None:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("kind", "inputs", "outputs", "fields", "summary"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(text(row["kind"]),
-                      text(", ".join(f"{k}:{v}" for k, v in row["inputs"].items())),
-                      text(", ".join(row["outputs"])), text(", ".join(row["fields"])),
-                      text(row["summary"]))
-    _console.print(table)

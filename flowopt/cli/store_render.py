@@ -1,8 +1,13 @@
 """Human-readable output of the store commands (rich); ``--json`` uses the records.
 
+Width. Tables fit the terminal without cutting values into ellipses: names and ids never
+wrap (they are what users copy), long cells (params, metrics, outputs) wrap onto more
+lines, and below `WIDE` columns listings drop the date, seconds and half the cache key.
+
 Everything read from a store — pipeline names, node ids, params, errors, paths — may
 hold ``[...]``, which Rich would read as markup: it goes through `text` (escaped) first,
-so a store from elsewhere can neither crash a listing nor print links or fake styling."""
+so a store from elsewhere can neither crash a listing nor print links or fake styling.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -25,27 +30,56 @@ def _status(status: str) -> str:
 def _value(value: Any) -> str:
     if value is None:
         return "–"
-    return f"{value:.4g}" if isinstance(value, float) else text(value)
+    return f"{value:.4g}" if isinstance(value, float) else text(str(value))
 
 
-def _table(*columns: str) -> Table:
+WIDE = 120  # below this many columns, listings use short times and cache keys
+SHOWN = 4  # params and metrics per run in `runs list`; the rest are counted
+
+
+def _table(*columns: str, wrap: tuple[str, ...] = ()) -> Table:
+    """A borderless table; columns in `wrap` fold long values, the others never wrap."""
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in columns:
-        table.add_column(column)
+        if column in wrap:
+            table.add_column(column, overflow="fold", ratio=1)
+        else:
+            table.add_column(column, no_wrap=True)
     return table
+
+
+def _pairs(values: dict[str, Any], shown: int | None = None) -> str:
+    """``k=v, ...``; a run's own params before its tuners' (``TUNER.NAME``)."""
+    items = sorted(values.items(), key=lambda item: "." in item[0])
+    pairs = ", ".join(f"{text(k)}={_value(v)}" for k, v in items[:shown])
+    if shown is not None and len(items) > shown:
+        pairs += f" (+{len(items) - shown} more)"
+    return pairs
+
+
+def _ids(ids: Any, shown: int = 3) -> str:
+    ids = list(ids)
+    more = f" (+{len(ids) - shown} more)" if len(ids) > shown else ""
+    return ", ".join(i[:8] for i in ids[:shown]) + more
 
 
 def print_runs(records: Any) -> None:
     if not records:
         _console.print("no runs")
         return
-    table = _table("run", "pipeline", "status", "started (UTC)", "seconds", "params", "metrics")
+    wide = _console.width >= WIDE
+    columns = ["run", "pipeline", "status", "started (UTC)", "seconds"] if wide else \
+              ["run", "pipeline", "status", "started"]
+    table = _table(*columns, "params / metrics", wrap=("pipeline", "params / metrics"))
     for record in records:
-        params = ", ".join(f"{text(k)}={_value(v)}" for k, v in list(record.params.items())[:3])
-        metrics = ", ".join(f"{text(k)}={_value(v)}" for k, v in list(record.metrics.items())[:3])
-        seconds = f"{record.seconds:.1f}" if record.seconds is not None else "-"
-        table.add_row(text(record.run_id[:12]), text(record.pipeline), _status(record.status),
-                      record.started_at.strftime("%Y-%m-%d %H:%M:%S"), seconds, params, metrics)
+        values = _pairs(record.params, SHOWN)
+        metrics = _pairs(record.metrics, SHOWN)
+        cells = [record.run_id[:12], text(record.pipeline),
+                 _status(record.status),
+                 record.started_at.strftime("%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M")]
+        if wide:
+            cells.append(f"{record.seconds:.1f}" if record.seconds is not None else "-")
+        table.add_row(*cells, "\n".join(t for t in (values, metrics) if t) or "–")
     _console.print(table)
 
 
@@ -61,33 +95,33 @@ def print_run_detail(detail: Any) -> None:
             _console.print(f"[bold]{title}[/]")
             for key, value in values.items():
                 _console.print(f"  {text(key):<28} {_value(value)}", highlight=False)
-    table = _table("node", "kind", "status", "seconds", "cache key", "outputs")
+    wide = _console.width >= WIDE
+    table = _table("node", "kind", "status", "seconds", "cache key", "outputs", wrap=("outputs",))
     for node in detail.nodes:
         table.add_row(text(node.id), text(node.kind), _status(node.status),
-                      f"{node.seconds:.2f}", text(node.cache_key[:12]),
-                      text(", ".join(a[:8] for a in node.outputs)))
+                      f"{node.seconds:.2f}", node.cache_key[:12 if wide else 8],
+                      _ids(node.outputs))
     _console.print(table)
     for node in detail.nodes:
         if node.error:
             _console.print(f"[red]{text(node.id)}:[/] {text(node.error)}", highlight=False)
     if detail.trials:
         _console.print("[bold]trials[/]")
-        trials = _table("node", "#", "status", "objective", "params", "run")
+        trials = _table("node", "#", "status", "objective", "params", "run", wrap=("params",))
         for trial in detail.trials:
             trials.add_row(text(trial.node), str(trial.number), _status(trial.status),
-                           _value(trial.objective),
-                           ", ".join(f"{text(k)}={_value(v)}" for k, v in trial.params.items()),
-                           text((trial.trial_run_id or "")[:12]))
+                           _value(trial.objective), _pairs(dict(trial.params)),
+                           (trial.trial_run_id or "")[:12])
         _console.print(trials)
 
 
 def print_comparison(comparison: Any) -> None:
     """Rows: params then metrics; columns: runs. Rows whose values differ are highlighted."""
     table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("")
+    table.add_column("", overflow="fold", ratio=1)  # keys wrap; values never get cut
     for run in comparison.runs:
-        table.add_column(text(f"{run.run_id[:12]}\n{run.pipeline} · {run.status}"),
-                         justify="right")
+        table.add_column(f"{run.run_id[:8]}\n{text(run.pipeline)}\n{run.status}",
+                         justify="right", no_wrap=True)
     for title, values in (("params", comparison.params), ("metrics", comparison.metrics)):
         if not values:
             continue

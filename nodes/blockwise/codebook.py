@@ -24,7 +24,7 @@ float32 values are exact in float64, so the reference is ``searchsorted`` over f
 midpoints. NaN gets the top code (where ``searchsorted`` puts it); -inf code 0, +inf the
 top code.
 
-Fast lookup (NUMBA.md habit 4): a 65,536-entry table indexed by the top 16 bits of the
+Fast lookup (docs/kernels.md habit 4): a 65,536-entry table indexed by the top 16 bits of the
 float32 (sign, exponent, 7 mantissa bits) gives the code of the bucket's smallest value;
 if the bucket holds a midpoint, one compare against ``table_thresholds`` (the smallest
 float32 above it) adds 1. That is exact when no bucket holds two midpoints — checked at
@@ -57,7 +57,7 @@ def _torch_linspace(start: float, end: float, steps: int) -> np.ndarray:
     torch computes ``step = (end - start) / (steps - 1)`` in float32 and each entry as
     ``start + step*i`` (first half) or ``end - step*(steps-1-i)`` (second half) with a
     fused multiply-add; the float64 product-sum below is exact, so one rounding to float32
-    reproduces the FMA (NUMBA.md habit 7: plain np.linspace differs by an ulp).
+    reproduces the FMA (docs/kernels.md habit 7: plain np.linspace differs by an ulp).
     """
     s, e = np.float32(start), np.float32(end)
     if steps == 1:

@@ -1,7 +1,7 @@
 """numba kernels of block-wise quantization; imported only when a kernel first runs.
 
 Everything here is ``@njit(cache=True, error_model="numpy")``: a later process loads the
-machine code from numba's on-disk cache instead of compiling (NUMBA.md habit 6), and float
+machine code from numba's on-disk cache instead of compiling (docs/kernels.md habit 6), and float
 division by zero follows IEEE like numpy — numba's default Python error model adds a
 ZeroDivisionError branch to every division, which alone kept LLVM from vectorising the
 Adam update loop. The plain-numpy specifications are in `quantize` and `codebook`; tests

@@ -39,7 +39,7 @@ The parameter update uses the full-precision new moments; only what is stored is
 quantized (as bitsandbytes does). Requantization is `quantize_blockwise`'s: new absmax per
 block, exact nearest code of m / absmax.
 
-Layout (NUMBA.md habits 1, 3, 5): one parallel kernel per tensor; each worker owns a run
+Layout (docs/kernels.md habits 1, 3, 5): one parallel kernel per tensor; each worker owns a run
 of whole blocks and two block-sized float32 scratch buffers (allocated once per worker per
 call: no per-element or whole-tensor temporaries). Tensors under ``SERIAL_BELOW`` (65,536)
 parameters run the same block loop on the calling thread. Per block: (1) dequantize both

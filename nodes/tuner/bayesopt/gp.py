@@ -85,7 +85,7 @@ class GP:
         Up to FUSED_MIN_WORK candidate × observation pairs: the kernel matrix (numba), one
         LAPACK triangular solve for all candidates, log EI (numba) — with a few hundred
         observations the blocked solve is ≈ 5× the per-candidate forward substitution
-        (NUMBA.md habit 9 found the same). Beyond, the fused kernel avoids the matrix.
+        (docs/kernels.md habit 9 found the same). Beyond, the fused kernel avoids the matrix.
         """
         h = self.hyper
         Xc = np.ascontiguousarray(Xc, dtype=float)

@@ -1,7 +1,7 @@
 """numba kernels for the GP's hot loops, each beside the plain numpy reference it is tested against.
 
 * `matern52` — the Matérn-5/2 ARD kernel matrix ``s (1 + √5 r + 5r²/3) exp(-√5 r)`` with
-  ``r² = Σ_k λ_k (x_k - x'_k)²`` (``λ_k = 1/ℓ_k²``). NUMBA.md habit 9: ≈ 5× numpy at 2000
+  ``r² = Σ_k λ_k (x_k - x'_k)²`` (``λ_k = 1/ℓ_k²``). docs/kernels.md habit 9: ≈ 5× numpy at 2000
   points, because numpy materialises the n×n×d difference tensor.
 * `mll_grad` — the kernel part of the marginal-likelihood gradient,
   ``½ Σ_ab W_ab ∂K_ab/∂θ`` for ``θ = (log λ_1..d, log s)`` with ``W = ααᵀ - K⁻¹``, in one pass
