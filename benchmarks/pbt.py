@@ -48,10 +48,10 @@ from pathlib import Path
 
 from flowopt.context import Context
 from flowopt.nodes import data, loss, model
-from flowopt.nodes.tuner.pbt.baseline import random_search
 from flowopt.nodes.tuner.pbt.policy import PbtConfig, initial_params
 from flowopt.nodes.tuner.pbt.population import Population
 from flowopt.spec import Domain
+from pbt_baseline import random_search  # beside this file (python benchmarks/pbt.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, INTERVAL, BATCH = 400, 50, 64
@@ -79,7 +79,7 @@ def lr_schedule(member) -> str:
 # -- claim (b) ------------------------------------------------------------------------------
 def paired_claim(trainable, space, population: int, interval: int, seed: int, workers: int = 1,
                  steps: int = STEPS):
-    """``(PBT result, paired random search)`` on one seed (`baseline.random_search`)."""
+    """``(PBT result, paired random search)`` on one seed (`pbt_baseline.random_search`)."""
     config = PbtConfig(population=population, interval=interval)
     result = Population(trainable, space, config, steps=steps, seed=seed, parallel=workers).run()
     return result, random_search(trainable, space, population=population,
@@ -129,7 +129,6 @@ def flowopt_node(seed: int, workers: int = WORKERS) -> dict:
     from flowopt.scheduler import Scheduler
     from flowopt.spec import load_spec
     from flowopt.store import Store
-    from flowopt.store.population import tuner_inputs
     from flowopt.tuning.kinds import split_config
 
     overrides = [f"seed={seed}", f"nodes.train.with.steps={STEPS}",
@@ -142,7 +141,7 @@ def flowopt_node(seed: int, workers: int = WORKERS) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         store = Store.open(folder)
         result = Scheduler(graph, store).run()
-        _, refs = tuner_inputs(store.engine, result.run_id, "tune")
+        _, refs = store.node_inputs(result.run_id, "tune")
         values = {port: store.load(ref) for port, ref in refs.items()}
         store.close()
     _, config = split_config(node.kind.name, dict(node.config))

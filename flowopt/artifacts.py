@@ -34,9 +34,9 @@ def build(recipe: dict[str, Any]) -> Any:
     config = dict(recipe)
     name = config.pop("builder")
     if name not in _BUILDERS:  # a fresh process (e.g. a store query) may not have loaded plugins
-        from .registry import REGISTRY
+        from .entrypoints import load_entry_points
 
-        REGISTRY.load_entry_points()
+        load_entry_points()
     if name not in _BUILDERS:
         raise KeyError(f"no builder registered for recipe '{name}' (is its plugin loaded?)")
     return _BUILDERS[name](**config)

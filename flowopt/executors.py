@@ -11,10 +11,10 @@ threads pass values between nodes without copying or pickling.
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
+from .cores import default_workers
 from .errors import FlowoptError
 
 
@@ -55,10 +55,6 @@ class ThreadExecutor:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def make_executor(name: str = "local", workers: int | None = None,

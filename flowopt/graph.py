@@ -18,11 +18,17 @@ absolute path, the cache key the path as written plus the file's content.
 Params are first-class nodes of the networkx graph (``params.NAME``, attribute
 ``param=True``), with edges to the nodes whose config references them, so
 `Graph.reached_by` tells a tuner which part of the graph a param reaches.
+
+Kinds that own a subgraph (tuners) are known here only through their ``owner`` hook
+(`flowopt.owners`): the compiler asks each distinct owner for its nodes' plans, adds a
+plan's fingerprint to its node's cache key, resolves ``OWNER.NODE[.PORT]`` bindings
+through it, and checks one rule for all owners — a node that is not owned must not
+consume an owned node's output directly (it binds the owner's copy instead).
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
@@ -36,8 +42,6 @@ from .identity import code_digest
 from .paths import path_fields, resolve
 from .registry import REGISTRY, NodeKind, Port, load_plugin
 from .spec import LoadedSpec, PipelineSpec, interpolate, param_refs
-from .tuning.kinds import is_tuner
-from .tuning.subgraph import export_port, plan_tuners
 from .yamlfile import LineMap
 
 
@@ -85,8 +89,9 @@ class Graph:
     spec: PipelineSpec
     nodes: Mapping[str, Node]
     dag: nx.DiGraph = field(repr=False)
-    #: tuner node id -> `flowopt.tuning.subgraph.TunerPlan` (what it owns); empty if none
-    tuners: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    #: owner node id -> its `flowopt.owners.OwnedPlan` (for a tuner, a
+    #: `flowopt.tuning.subgraph.TunerPlan`); empty if none
+    owners: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes.values())
@@ -107,6 +112,32 @@ class Graph:
 
     def cache_keys(self) -> dict[str, str]:
         return {node.id: node.cache_key for node in self}
+
+    @property
+    def tuners(self) -> Mapping[str, Any]:
+        """The plans of the owner nodes (every owner kind today is a tuner)."""
+        return self.owners
+
+    def scheduled(self) -> "Graph":
+        """The graph a run schedules: owned nodes left out (their owner runs them), each
+        owner node's inputs replaced by its frontier, so it starts once those are done and
+        its input edges in the store are honest lineage. Itself when nothing is owned."""
+        if not self.owners:
+            return self
+        owned = {nid for plan in self.owners.values() for nid in plan.owned}
+        nodes = {}
+        for node in self:
+            if node.id in owned:
+                continue
+            plan = self.owners.get(node.id)
+            nodes[node.id] = replace(node, inputs=plan.frontier) if plan is not None else node
+        dag = nx.DiGraph()
+        dag.add_nodes_from(nodes)
+        for node in nodes.values():
+            for binding in node.inputs.values():
+                dag.add_edge(binding.node, node.id)
+        return Graph(name=self.name, seed=self.seed, spec=self.spec,
+                     nodes=MappingProxyType(nodes), dag=nx.freeze(dag), owners=self.owners)
 
 
 def derive_seed(pipeline_seed: int, node_id: str) -> int:
@@ -157,7 +188,7 @@ class _Compiler:
         configs = {nid: self.config(nid, kinds[nid]) for nid in self.spec.nodes}
         bindings = {nid: self.bindings(nid, kinds) for nid in self.spec.nodes}
         dag = self.dag(bindings)
-        tuners = self.tuners(kinds, configs, bindings, dag)
+        owners = self.owners(kinds, configs, bindings, dag)
         order = list(nx.lexicographical_topological_sort(dag))
         self.check_facts(order, kinds, configs, bindings)
         nodes: dict[str, Node] = {}
@@ -167,7 +198,7 @@ class _Compiler:
             kind = kinds[nid]
             seed = derive_seed(self.spec.seed, nid)
             input_keys = {port: nodes[b.node].output_key(b.port) for port, b in bindings[nid].items()}
-            extra = tuners[nid].fingerprint() if nid in tuners else {}
+            extra = dict(owners[nid].fingerprint()) if nid in owners else {}
             key = cache_key(kind, {**configs[nid], **self.fingerprint(nid), **extra}, input_keys,
                             None if kind.deterministic else seed)
             nodes[nid] = Node(id=nid, kind=kind, config=MappingProxyType(configs[nid]),
@@ -177,7 +208,7 @@ class _Compiler:
                               resources=_resources(self.spec.nodes[nid]))
         return Graph(name=self.spec.pipeline, seed=self.spec.seed, spec=self.spec,
                      nodes=MappingProxyType(nodes), dag=nx.freeze(dag),
-                     tuners=MappingProxyType(tuners))
+                     owners=MappingProxyType(owners))
 
     def check_facts(self, order: list[str], kinds: dict[str, NodeKind],
                     configs: dict[str, dict[str, Any]],
@@ -198,10 +229,36 @@ class _Compiler:
             for port, facts in described.items():
                 known[(nid, port)] = {k: v for k, v in facts.items() if v is not None}
 
-    def tuners(self, kinds: dict[str, NodeKind], configs: dict[str, dict[str, Any]],
+    def owners(self, kinds: dict[str, NodeKind], configs: dict[str, dict[str, Any]],
                bindings: dict[str, dict[str, Binding]], dag: nx.DiGraph) -> dict[str, Any]:
-        """What each tuner node owns (`flowopt.tuning.subgraph`), checked; {} if none."""
-        return plan_tuners(self.spec, kinds, configs, bindings, dag, self.error)
+        """What each owner node owns (asked of each distinct `owner` hook), checked; {} if none."""
+        hooks: list[Any] = []
+        for kind in kinds.values():
+            if kind.owner is not None and all(kind.owner is not h for h in hooks):
+                hooks.append(kind.owner)
+        plans: dict[str, Any] = {}
+        for hook in hooks:
+            plans.update(hook.plan(self.spec, kinds, configs, bindings, dag, self.error))
+        self.check_consumers(bindings, plans)
+        return plans
+
+    def check_consumers(self, bindings: dict[str, dict[str, Binding]],
+                        plans: Mapping[str, Any]) -> None:
+        """A node that is not owned must not read an owned node's output directly."""
+        owner = {nid: plan.node_id for plan in plans.values() for nid in plan.owned}
+        for nid in self.spec.nodes:
+            for port, b in bindings[nid].items():
+                where = ("nodes", nid, "in", port)
+                if b.node in plans and "." in b.port:
+                    exported = b.port.split(".", 1)[0]
+                    if exported not in plans[b.node].owned:
+                        owned = ", ".join(plans[b.node].owned)
+                        raise self.error(where, f"'{b.node}.{b.port}': '{b.node}' does not run "
+                                                f"'{exported}' (it owns: {owned})")
+                elif b.node in owner and owner.get(nid) != owner[b.node] and nid != owner[b.node]:
+                    oid = owner[b.node]
+                    raise self.error(where, f"'{nid}' consumes '{b}', which '{oid}' runs itself",
+                                     hint=f"bind '{oid}.{b}' to use {oid}'s copy of it")
 
     def fingerprint(self, nid: str) -> dict[str, Any]:
         """What the key sees beyond the config: the paths as written (in place of the
@@ -265,9 +322,8 @@ class _Compiler:
     def bindings(self, nid: str, kinds: dict[str, NodeKind]) -> dict[str, Binding]:
         kind = kinds[nid]
         bound: dict[str, Binding] = {}
-        for port_name, text in self.spec.nodes[nid].inputs.items():
-            path = ("nodes", nid, "in", port_name)
-            port = kind.input(port_name)
+        for port_name, text, path in self.each_binding(nid, kind):
+            port = kind.input(port_name.split("[", 1)[0])
             if port is None:
                 names = ", ".join(p.name for p in kind.inputs) or "none"
                 raise self.error(path, f"kind '{kind.name}' has no input '{port_name}' (inputs: {names})")
@@ -275,8 +331,9 @@ class _Compiler:
             if source not in self.spec.nodes:
                 raise self.error(path, f"no node '{source}' to bind (nodes: {', '.join(self.spec.nodes)})")
             output = kinds[source].output(source_port)
-            if output is None and source_port and is_tuner(kinds[source]):
-                output = export_port(kinds, source_port)  # the best trial's output of NODE
+            if output is None and source_port and kinds[source].owner is not None:
+                # the owner's copy of an owned node's output (a tuner: the best trial's)
+                output = kinds[source].owner.export_port(kinds, source_port)
             if output is None:
                 names = ", ".join(p.name for p in kinds[source].outputs) or "none"
                 raise self.error(path, f"node '{source}' ({kinds[source].name}) has no output "
@@ -291,6 +348,21 @@ class _Compiler:
                                                  f"'{kind.name}' is not bound",
                                  hint=f"add in: {{{port.name}: NODE}}")
         return bound
+
+    def each_binding(self, nid: str, kind: NodeKind) -> Iterator[tuple[str, str, tuple]]:
+        """(port, ``NODE[.PORT]``, path) per binding. A list binds one port several times —
+        only an owner kind's ``objective`` (a tuner's several objectives): ``objective``, ``objective[1]``, ..."""
+        for port_name, text in self.spec.nodes[nid].inputs.items():
+            path = ("nodes", nid, "in", port_name)
+            if not isinstance(text, list):
+                yield port_name, text, path
+                continue
+            if port_name != "objective" or kind.owner is None or not text:
+                raise self.error(path, f"input '{port_name}' of '{nid}' takes one binding "
+                                       "(NODE or NODE.PORT), not a list"
+                                 if text else f"input '{port_name}' of '{nid}' is an empty list")
+            for i, item in enumerate(text):
+                yield (port_name if i == 0 else f"{port_name}[{i}]"), item, (*path, i)
 
     def dag(self, bindings: dict[str, dict[str, Binding]]) -> nx.DiGraph:
         dag = nx.DiGraph()

@@ -44,7 +44,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping
 
 from .errors import FlowoptError, Interrupted
-from .executors import default_workers
+from .cores import default_workers
 
 _PROBE_SECONDS = 5.0
 _BY_VALUE: set[str] = set()

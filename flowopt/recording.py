@@ -7,6 +7,7 @@ call from worker threads: `save_outputs`, `load` and `log_metric` are called fro
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -88,6 +89,32 @@ class Recorder(Protocol):
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None: ...
 
 
+def newest_run(trials: Iterable[Any], order: Mapping[str, Any]) -> list[Any]:
+    """The trials of the run that sorts last by `order` (run id -> sort key)."""
+    by_run: dict[str, list[Any]] = {}
+    for trial in trials:
+        by_run.setdefault(trial.run_id, []).append(trial)
+    if not by_run:
+        return []
+    newest = max(by_run, key=lambda run_id: order[run_id])
+    return sorted(by_run[newest], key=lambda t: t.number)
+
+
+def one_per_child(trials: Iterable[Any]) -> list[Any]:
+    """Finished trials (``trial.finished``), de-duplicated by child run (resumed copies share one), in order."""
+    seen: set[str] = set()
+    kept = []
+    for trial in trials:
+        if not trial.finished:
+            continue
+        ident = trial.trial_run_id or f"{trial.run_id}:{trial.node_id}:{trial.number}"
+        if ident in seen:
+            continue
+        seen.add(ident)
+        kept.append(trial)
+    return kept
+
+
 def content_hash(payload: bytes) -> str:
     return hashlib.blake2b(payload, digest_size=20).hexdigest()
 
@@ -106,6 +133,8 @@ class MemoryRecorder:
         self.trials: dict[tuple[str, str, int], Any] = {}  # (run, node, number) -> TrialInfo
         self.population: list[tuple[str, str, Any]] = []  # (run, node, event), in order
         self.checkpoints: dict[str, bytes] = {}
+        self.pruner: list[tuple[str, str, dict[str, Any]]] = []  # (run, node, event), in order
+        self.pruner_states: dict[tuple[str, str], Any] = {}  # (run, node) -> latest state
 
     def begin_run(self, info: RunInfo) -> str:
         run_id = new_id()
@@ -143,7 +172,7 @@ class MemoryRecorder:
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
         self.runs[run_id].update(status=status, error=error)
 
-    # -- trials (flowopt.tuning.records.TrialRecorder) --------------------------------
+    # -- trials (flowopt.tuning.records.TrialRecorder; it imports this module) ---------
     def record_trial(self, trial: Any) -> None:
         with self._lock:
             self.trials[(trial.run_id, trial.node_id, trial.number)] = trial
@@ -159,16 +188,12 @@ class MemoryRecorder:
 
     def resumable_trials(self, *, pipeline: str, node_id: str, tuner_key: str,
                          exclude_run: str) -> list[Any]:
-        from .tuning.records import newest_run
-
         trials = [t for t in self._tuning_trials(pipeline, exclude_run, tuner_key=tuner_key)
                   if t.node_id == node_id]
         order = {run_id: index for index, run_id in enumerate(self.runs)}  # insertion = time
         return newest_run(trials, order)
 
     def warm_trials(self, *, pipeline: str, space_key: str, exclude_run: str) -> list[Any]:
-        from .tuning.records import one_per_child
-
         trials = self._tuning_trials(pipeline, exclude_run, space_key=space_key)
         return one_per_child(sorted(trials, key=lambda t: (t.started_at is None, t.started_at)))
 
@@ -186,6 +211,26 @@ class MemoryRecorder:
         with self._lock:
             return [e for r, n, e in self.population if r == run_id and n == node_id]
 
+    def population_nodes(self, run_id: str) -> list[str]:
+        with self._lock:
+            return sorted({n for r, n, _ in self.population if r == run_id})
+
+    def node_inputs(self, run_id: str, node_id: str) -> tuple[Mapping[str, Any],
+                                                              dict[str, ArtifactRef]]:
+        with self._lock:
+            refs = next((dict(r.inputs) for r in self.executions if r.run_id == run_id
+                         and r.node_id == node_id and r.status == "succeeded"), {})
+        return self.runs[run_id]["info"].spec, refs
+
+    def run_source_hash(self, run_id: str) -> str | None:
+        source = self.runs[run_id]["info"].source
+        if not source:
+            return None
+        from pathlib import Path
+
+        path = Path(source)
+        return content_hash(path.read_bytes()) if path.is_file() else None
+
     def save_checkpoint(self, label: str, payload: bytes, fmt: str,
                         checkpoint_id: str | None = None) -> str:
         checkpoint_id = checkpoint_id or new_id()
@@ -195,3 +240,23 @@ class MemoryRecorder:
 
     def load_checkpoint(self, checkpoint_id: str) -> bytes:
         return self.checkpoints[checkpoint_id]
+
+    # -- pruners (flowopt.tuning.records.PrunerRecorder) ------------------------------
+    def record_pruner_events(self, run_id: str, node_id: str,
+                             events: Iterable[Mapping[str, Any]],
+                             state: Mapping[str, Any] | None = None,
+                             trials: Iterable[Any] = ()) -> None:
+        for trial in trials:
+            self.record_trial(trial)
+        with self._lock:
+            self.pruner.extend((run_id, node_id, dict(e)) for e in events)
+            if state is not None:
+                self.pruner_states[(run_id, node_id)] = json.loads(json.dumps(state))
+
+    def pruner_state(self, run_id: str, node_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self.pruner_states.get((run_id, node_id))
+
+    def pruner_events(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(e) for r, n, e in self.pruner if r == run_id and n == node_id]

@@ -21,6 +21,14 @@ small JSON dicts (``task``, ``n_features``, ``n_classes``, ``n_inputs``). It rai
 `ValueError` to refuse a mismatch (a regression loss on a classifier, a calibration set of
 the wrong width); the compiler reports it as a `GraphError` at the node's ``in:`` line.
 Unknown facts never refuse anything: a kind without ``describe`` passes nothing on.
+
+**Training.** ``training=Training(...)`` (`flowopt.training`) declares a kind whose node
+trains step by step and can pause: its resource field, the ``with:`` fields that may
+change mid-run, and how to start a pausable trainer. Tuners read it; nothing else does.
+
+**Owners.** ``NodeKind.owner`` is set on kinds that run a subgraph of the pipeline
+themselves (tuners); it is the one hook the compiler and the scheduler call for them
+(`flowopt.owners.SubgraphOwner`). `@node` never sets it.
 """
 from __future__ import annotations
 
@@ -39,9 +47,8 @@ from typing import Any, Callable
 import pydantic
 
 from .artifacts import Artifact, Metric
+from .entrypoints import ENTRY_POINT_GROUP, load_entry_points  # noqa: F401 - ENTRY_POINT_GROUP re-exported
 from .errors import FlowoptError
-
-ENTRY_POINT_GROUP = "flowopt.nodes"
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class NodeKind:
     wants_context: bool
     doc: str
     describe: Callable[[dict[str, Any], dict[str, dict[str, Any]]], dict[str, Any]] | None = None
+    training: Any = None  # flowopt.training.Training of a kind that trains and can pause
+    owner: Any = None  # flowopt.owners.SubgraphOwner of a kind that owns a subgraph
 
     def input(self, name: str) -> Port | None:
         return next((p for p in self.inputs if p.name == name), None)
@@ -126,7 +135,8 @@ def _not_a_bool(value: Any) -> Any:
 
 def kind_from_function(fn: Callable[..., Any], name: str, *, outputs: dict[str, Any] | None,
                        metrics: typing.Sequence[str], version: int,
-                       deterministic: bool, describe: Callable[..., Any] | None = None) -> NodeKind:
+                       deterministic: bool, describe: Callable[..., Any] | None = None,
+                       training: Any = None) -> NodeKind:
     """Derive a `NodeKind` from a function's signature (see the module docstring)."""
     hints = typing.get_type_hints(fn, include_extras=True)
     inputs: list[Port] = []
@@ -161,7 +171,7 @@ def kind_from_function(fn: Callable[..., Any], name: str, *, outputs: dict[str, 
     return NodeKind(name=name, version=version, fn=fn, inputs=tuple(inputs),
                     outputs=tuple(out_ports), config=config, metrics=tuple(metrics),
                     deterministic=deterministic, wants_context=wants_context,
-                    doc=inspect.getdoc(fn) or "", describe=describe)
+                    doc=inspect.getdoc(fn) or "", describe=describe, training=training)
 
 
 class Registry:
@@ -169,7 +179,6 @@ class Registry:
 
     def __init__(self) -> None:
         self._kinds: dict[str, NodeKind] = {}
-        self._entry_points_loaded = False
         self._lock = threading.RLock()
 
     def add(self, kind: NodeKind) -> None:
@@ -194,19 +203,7 @@ class Registry:
         return sorted(self._kinds)
 
     def load_entry_points(self) -> None:
-        with self._lock:
-            if self._entry_points_loaded:
-                return
-            self._entry_points_loaded = True
-            from importlib.metadata import entry_points
-
-            for entry in entry_points(group=ENTRY_POINT_GROUP):
-                try:
-                    entry.load()
-                except Exception as exc:
-                    self._entry_points_loaded = False
-                    raise FlowoptError(f"cannot load node plugin '{entry.name}' ({entry.value}): "
-                                       f"{type(exc).__name__}: {exc}") from exc
+        load_entry_points()
 
 
 def _qualname(fn: Callable[..., Any]) -> str:
@@ -218,23 +215,36 @@ REGISTRY = Registry()
 
 def node(name: str, *, outputs: dict[str, Any] | None = None,
          metrics: typing.Sequence[str] = (), version: int = 1, deterministic: bool = False,
-         describe: Callable[..., Any] | None = None) -> Callable[[Callable[..., Any]], "NodeFactory"]:
+         describe: Callable[..., Any] | None = None,
+         training: Any = None) -> Callable[[Callable[..., Any]], "NodeFactory"]:
     """Register a function as node kind `name` (see the module docstring).
 
     `version` is part of every cache key: bump it when the function's results change.
     `deterministic=True` says the result does not depend on the seed, so the seed is left
     out of the cache key and the node is shared between pipelines with different seeds.
     `describe` declares static facts and checks inputs at compile time (module docstring).
+    `training` (a `flowopt.training.Training`) declares a node that trains and can pause.
     """
 
     def decorate(fn: Callable[..., Any]) -> NodeFactory:
         kind = kind_from_function(fn, name, outputs=outputs, metrics=metrics,
                                   version=version, deterministic=deterministic,
-                                  describe=describe)
+                                  describe=describe, training=training)
+        if training is not None:
+            missing = [f for f in (training.steps, *training.mutable)
+                       if f not in kind.config.model_fields]
+            if missing:
+                raise TypeError(f"node kind '{name}': training declares fields it does not "
+                                f"have: {', '.join(missing)}")
         REGISTRY.add(kind)
         return NodeFactory(kind)
 
     return decorate
+
+
+#: The Python front end's recorder of factory calls (`flowopt.trace.record_call`), set when
+#: `flowopt.trace` is imported: the registry sits below the front end and never imports it.
+RECORD_CALL: Callable[..., Any] | None = None
 
 
 class NodeFactory:
@@ -249,9 +259,10 @@ class NodeFactory:
 
     def __call__(self, *args: Any, node_id: str | None = None,
                  resources: dict[str, float] | None = None, **kwargs: Any) -> Any:
-        from .trace import record_call
-
-        return record_call(self.kind, args, kwargs, node_id=node_id, resources=resources)
+        if RECORD_CALL is None:  # flowopt.trace not imported: no pipeline can be active
+            raise FlowoptError("node factories and fo.param record a graph: call them inside "
+                               "`with fo.Pipeline(\"name\") as p:`")
+        return RECORD_CALL(self.kind, args, kwargs, node_id=node_id, resources=resources)
 
     def __repr__(self) -> str:
         return f"<node kind {self.kind.name}>"

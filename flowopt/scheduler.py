@@ -17,11 +17,12 @@ Policy, as a state machine per node::
 * **Failure.** Fail-fast: after the first failure no new node starts; running nodes
   finish and are recorded (so a re-run reuses them); the rest are recorded as skipped.
   Errors are values: the worker returns them, with the traceback, instead of raising.
-* **Tuners.** A tuner node's owned nodes are not scheduled here: the scheduler runs the
-  reduced graph of `flowopt.tuning.subgraph.scheduled_graph` and hands the tuner node, with
-  the outputs of every finished node, to `flowopt.tuning.trials.TuningLoop`, which runs
-  each trial as a child run with a `Scheduler` of its own (a tuner that owns training,
-  e.g. PBT, goes to `flowopt.tuning.owned.OwnedLoop` instead).
+* **Owners.** A node whose kind owns a subgraph (a tuner) runs the nodes it owns itself:
+  the scheduler runs the reduced graph `Graph.scheduled` and, when such a node is ready,
+  calls its kind's ``owner.run`` (`flowopt.owners`) with a `RunHost` — the run's
+  recorder, cancel flag, device, threads, metric logging and `RunHost.run_subgraph`,
+  which runs a compiled graph as a child run with a `Scheduler` of its own — and the
+  outputs of every finished node. The scheduler knows nothing else about tuners.
 * **Interrupt.** Ctrl-C sets the cancel flag, which nodes see at their next
   ``ctx.progress``; finished work is recorded, the run is marked ``interrupted``, and
   `KeyboardInterrupt` propagates. Re-running the same pipeline resumes from the cache.
@@ -40,11 +41,9 @@ from .artifacts import as_metric
 from .context import Context
 from .errors import Interrupted, NoSuchValue
 from .events import Broadcast, RunListener
-from .executors import Executor, SyncExecutor, default_workers
+from .executors import Executor, SyncExecutor, child_executor, default_workers
 from .graph import Graph, Node
 from .recording import ArtifactRef, ExecutionRecord, Recorder, RunInfo, utcnow
-from .tuning.subgraph import scheduled_graph
-from .tuning.trials import tuning_best
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class RunResult:
     error: str | None = None
     failed_node: str | None = None
     traceback: str | None = None
-    tuned: bool = False  # the graph has a tuner node
+    tuned: bool = False  # the graph has an owner node (a tuner)
     best: Mapping[str, Any] | None = None  # a tuned run's {node, params, objective}
     _values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
     _recorder: Any = field(default=None, repr=False, compare=False)
@@ -140,47 +139,76 @@ class _Outcome:
     seconds: float = 0.0
 
 
+class RunHost:
+    """The `flowopt.owners.Host` an owner node sees: a typed view of one run (module
+    docstring, "Owners"); it exposes nothing else of the scheduler."""
+
+    def __init__(self, scheduler: "Scheduler", run_id: str):
+        self._scheduler, self._run_id = scheduler, run_id
+        self.recorder = scheduler.recorder
+        self.cancel = scheduler.cancel
+        self.device, self.threads = scheduler.device, scheduler.threads
+        self.workers = max(1, getattr(scheduler.executor, "workers", 1) or 1)
+        self.use_cache, self.source = scheduler.use_cache, scheduler.source
+        self.graph = scheduler.compiled  # the whole compiled graph, owned nodes included
+
+    def emit(self, event: str, **kwargs: Any) -> None:
+        self._scheduler.emit(event, **kwargs)
+
+    def log_metric(self, node_id: str, key: str, value: float, step: int | None) -> None:
+        self._scheduler.log_metric(self._run_id, node_id, key, value, step)
+
+    def run_subgraph(self, graph: Graph, recorder: Recorder, *, workers: int = 1,
+                     threads: int = 1) -> "RunResult":
+        # The same kind of executor as this run's (local threads, or Ray).
+        return Scheduler(graph, recorder, child_executor(self._scheduler.executor, workers),
+                         use_cache=True, device=self.device, source=self.source,
+                         cancel=self.cancel, threads=threads).run()
+
+
 class Scheduler:
-    """Runs one graph once; see the module docstring for the policy."""
+    """Runs one graph once; see the module docstring for the policy.
+
+    `cancel` is the run's cancel flag (a child run shares its parent's, so one Ctrl-C
+    stops both); `threads` the CPU threads each node may use (default: the cores shared
+    between the executor's workers).
+    """
 
     def __init__(self, graph: Graph, recorder: Recorder, executor: Executor | None = None, *,
                  use_cache: bool = True, device: str = "auto",
-                 listeners: list[RunListener] | tuple = (), source: str | None = None):
-        # A tuner's owned nodes run in its trials, not here (flowopt.tuning.subgraph).
+                 listeners: list[RunListener] | tuple = (), source: str | None = None,
+                 cancel: threading.Event | None = None, threads: int | None = None):
+        # An owner's nodes run when the owner runs, not here (flowopt.owners).
         self.compiled = graph
-        self.graph = scheduled_graph(graph) if getattr(graph, "tuners", None) else graph
+        self.graph = graph.scheduled()
         self.recorder = recorder
         self.executor = executor or SyncExecutor()
         self.use_cache, self.device, self.source = use_cache, device, source
         self.emit = Broadcast(list(listeners))
-        self.cancel = threading.Event()
+        self.cancel = cancel if cancel is not None else threading.Event()
         self._series_last: dict[str, float] = {}
         self._lock = threading.Lock()
         self.run_id: str | None = None  # set once the run is recorded (also if it is interrupted)
-        self.threads = max(1, default_workers() // max(1, self.executor.workers))
+        self.threads = threads if threads is not None else max(
+            1, default_workers() // max(1, self.executor.workers))
 
     # -- worker side -----------------------------------------------------------------
     def _execute(self, run_id: str, node: Node, inputs: dict[str, Any],
                  done: dict[str, dict[str, ArtifactRef]] | None = None) -> _Outcome:
-        """Run one node; a tuner node (`done`: outputs of finished nodes) runs its trials."""
+        """Run one node; an owner node (`done`: outputs of finished nodes) runs its subgraph."""
         outcome = _Outcome(started_at=utcnow())
         start = time.perf_counter()
         try:
             if done is not None:
-                from .tuning.kinds import owns_training
-                from .tuning.owned import OwnedLoop
-                from .tuning.trials import TuningLoop
-
-                loop = OwnedLoop if owns_training(node.kind) else TuningLoop
-                outcome.values, outcome.refs, outcome.metrics = loop(
-                    self, run_id, node, inputs, done).run()
+                outcome.values, outcome.refs, outcome.metrics = node.kind.owner.run(
+                    RunHost(self, run_id), run_id, node, inputs, done)
                 outcome.seconds = time.perf_counter() - start
                 return outcome
             resolved = {port: self.recorder.load(v) if isinstance(v, ArtifactRef) else v
                         for port, v in inputs.items()}
             ctx = Context(run_id=run_id, node_id=node.id, seed=node.seed, device=self.device,
                           cancel=self.cancel, emit=self.emit, threads=self.threads,
-                          log_metric=lambda k, v, s: self._log_metric(run_id, node.id, k, v, s))
+                          log_metric=lambda k, v, s: self.log_metric(run_id, node.id, k, v, s))
             remote = getattr(self.executor, "call", None)  # the Ray executor runs it there
             outcome.values = (remote(node, ctx, resolved) if remote is not None
                               else node.kind.call(ctx, resolved, dict(node.config)))
@@ -194,8 +222,10 @@ class Scheduler:
         outcome.seconds = time.perf_counter() - start
         return outcome
 
-    def _log_metric(self, run_id: str, node_id: str, key: str, value: float,
-                    step: int | None) -> None:
+    def log_metric(self, run_id: str, node_id: str, key: str, value: float,
+                   step: int | None) -> None:
+        """One point of series ``node_id.key`` of run `run_id` (its last value becomes the
+        run's metric when the run ends)."""
         with self._lock:
             self._series_last[f"{node_id}.{key}"] = value
         self.recorder.log_metric(run_id, node_id, key, value, step)
@@ -272,15 +302,17 @@ class Scheduler:
                 while ready and failed is None:
                     node = graph.nodes[ready.popleft()]
                     hit = cached.get(node.cache_key)
-                    if hit is not None and all(p.name in hit for p in node.kind.outputs):
+                    if hit is not None and all(p.name in hit for p in node.kind.outputs
+                                               if not p.optional):
                         refs[node.id] = values[node.id] = dict(hit)
-                        hit_metrics = {m: as_metric(recorder.load(hit[m])) for m in node.kind.metrics}
+                        hit_metrics = {m: as_metric(recorder.load(hit[m])) for m in node.kind.metrics
+                                       if m in hit}
                         record(node, "cached", outputs=hit, node_metrics=hit_metrics)
                         complete(node)
                         continue
                     inputs = {p: values[b.node][b.port] for p, b in node.inputs.items()}
                     self.emit("node_started", node_id=node.id)
-                    done = {n: dict(r) for n, r in refs.items()} if node.id in graph.tuners else None
+                    done = {n: dict(r) for n, r in refs.items()} if node.id in graph.owners else None
                     running[self.executor.submit(
                         lambda node=node, inputs=inputs, done=done:
                         self._execute(run_id, node, inputs, done))] = node.id
@@ -317,10 +349,15 @@ class Scheduler:
 
         if interrupted:
             raise KeyboardInterrupt
-        best = tuning_best(graph, results, recorder) if graph.tuners else None
+        best = None
+        for nid in graph.owners:  # the last finished owner's summary (run --json "best")
+            result = results.get(nid)
+            if result is not None and result.status in ("succeeded", "cached"):
+                best = graph.nodes[nid].kind.owner.summary(graph, nid, result.outputs,
+                                                           recorder) or best
         return RunResult(run_id=run_id, pipeline=graph.name, status=status,
                          store=recorder.location, seconds=time.perf_counter() - start,
                          nodes={nid: results[nid] for nid in graph.nodes}, metrics=metrics,
                          error=error, failed_node=failed,
-                         traceback=failed_trace, tuned=bool(graph.tuners), best=best,
+                         traceback=failed_trace, tuned=bool(graph.owners), best=best,
                          _values=values, _recorder=recorder)

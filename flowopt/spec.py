@@ -85,7 +85,7 @@ class NodeSpec(BaseModel):
 
     model_config = _STRICT
     kind: str
-    inputs: dict[str, str] = Field(default_factory=dict, alias="in")
+    inputs: dict[str, str | list[str]] = Field(default_factory=dict, alias="in")  # a list: several objectives
     config: dict[str, Any] = Field(default_factory=dict, alias="with")
     resources: Resources | None = None
 

@@ -23,6 +23,7 @@ import yaml
 from .artifacts import Metric
 from .errors import FlowoptError, SpecError
 from .graph import Graph, compile_pipeline
+from . import registry
 from .registry import NodeKind
 from .spec import LoadedSpec, PipelineSpec, _drop_unset, load_spec, validate_data
 from .yamlfile import LineMap
@@ -67,9 +68,8 @@ class NodeHandle(Output):
         self.kind = kind
 
     def __getattr__(self, name: str) -> Output:
-        from .tuning.kinds import is_tuner
-
-        if not name.startswith("_") and self.kind.output(name) is None and is_tuner(self.kind):
+        if not name.startswith("_") and self.kind.output(name) is None \
+                and self.kind.owner is not None:  # an owner's copy of an owned node's output
             return _BestOutput(self.node_id, name)  # checked when the graph is compiled
         if name.startswith("_") or self.kind.output(name) is None:
             ports = ", ".join(p.name for p in self.kind.outputs)
@@ -138,6 +138,10 @@ def record_call(kind: NodeKind, args: tuple, kwargs: dict[str, Any],
     inputs = {}
     for name, value in bound.items():
         if value is None:
+            continue
+        if isinstance(value, (list, tuple)) and name == "objective" \
+                and value and all(isinstance(v, Output) for v in value):
+            inputs[name] = [v.reference for v in value]  # several objectives
             continue
         if not isinstance(value, Output):
             raise FlowoptError(f"{kind.name}(): input '{name}' must be another node's output, "
@@ -247,3 +251,6 @@ class Pipeline:
 
 
 __all__ = ["Output", "NodeHandle", "Param", "Pipeline", "SpecError", "param", "record_call"]
+
+
+registry.RECORD_CALL = record_call  # factories record into the active pipeline (registry.py)

@@ -35,21 +35,90 @@ class SeededDropout(nn.Module):
         return f"p={self.p}"
 
 
+class InputNoise(SeededDropout):
+    """Noise on the inputs while training: ``gaussian`` adds N(0, p²) to every value,
+    ``masking`` zeroes each value with probability p (rescaled by 1/(1 − p), as dropout).
+
+    A `SeededDropout` so that the trainer points it at the same seeded generator.
+    """
+
+    def __init__(self, p: float, kind: str = "gaussian"):
+        super().__init__(p)
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "masking":
+            return super().forward(x)
+        if not self.training or self.p == 0.0:
+            return x
+        return x + self.p * torch.randn(x.shape, generator=self.generator, device=x.device,
+                                        dtype=x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, kind={self.kind}"
+
+
+class Cutout(SeededDropout):
+    """Cutout (DeVries & Taylor 2017) while training: a ``size``×``size`` square of each
+    image (batch, channels, height, width), centred on a random pixel, is set to zero."""
+
+    def __init__(self, size: int):
+        super().__init__(float(size))
+        self.size = int(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.size <= 0:
+            return x
+        sizes = torch.full((x.shape[0],), float(self.size), device=x.device)
+        return cutout(x, sizes, self.generator)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
+def cutout(x: torch.Tensor, sizes: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Zero a square of side ``sizes[i]`` (whole pixels) around a random centre of image i."""
+    batch, _, height, width = x.shape
+    # drawn where the images are, from the trainer's generator (which lives there too)
+    cy = torch.randint(height, (batch,), generator=generator, device=x.device)
+    cx = torch.randint(width, (batch,), generator=generator, device=x.device)
+    half = torch.div(sizes, 2, rounding_mode="floor")
+    top, left = cy - half, cx - half
+    rows = torch.arange(height, device=x.device)[None, :]
+    cols = torch.arange(width, device=x.device)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + sizes[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < left[:, None] + sizes[:, None])
+    hole = in_rows[:, :, None] & in_cols[:, None, :]
+    return x * (~hole)[:, None, :, :].to(x.dtype)
+
+
+def rates(dropout: float | list[float], n: int, what: str) -> list[float]:
+    """A dropout rate per layer: one number for all `n`, or a list of `n` rates."""
+    if isinstance(dropout, (int, float)):
+        return [float(dropout)] * n
+    if len(dropout) != n:
+        raise ValueError(f"dropout: {len(dropout)} rates for {n} {what}")
+    return [float(rate) for rate in dropout]
+
+
 def make_mlp(n_inputs: int, n_outputs: int, hidden: list[int], activation: str = "relu",
-             dropout: float = 0.0, generator: torch.Generator | None = None) -> nn.Sequential:
-    """Linear → activation (→ dropout) per hidden width, then a linear output layer.
+             dropout: float | list[float] = 0.0, generator: torch.Generator | None = None,
+             input_noise: float = 0.0, noise: str = "gaussian") -> nn.Sequential:
+    """(Input noise →) linear → activation (→ dropout) per hidden width, then a linear
+    output layer. ``dropout`` is one rate or a list with one rate per hidden layer.
 
     Weights and biases are drawn from U(−1/√fan_in, 1/√fan_in), PyTorch's default for
     `nn.Linear`, using `generator` (a fixed seed 0 when None, so rebuilding is repeatable).
     """
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    layers: list[nn.Module] = []
+    layers: list[nn.Module] = [InputNoise(input_noise, noise)] if input_noise > 0 else []
     widths = [n_inputs, *hidden]
-    for fan_in, fan_out in zip(widths, widths[1:], strict=False):
+    for (fan_in, fan_out), rate in zip(zip(widths, widths[1:], strict=False),
+                                       rates(dropout, len(hidden), "hidden layers"), strict=True):
         layers += [_linear(fan_in, fan_out, generator), ACTIVATIONS[activation]()]
-        if dropout > 0:
-            layers.append(SeededDropout(dropout))
+        if rate > 0:
+            layers.append(SeededDropout(rate))
     layers.append(_linear(widths[-1], n_outputs, generator))
     return nn.Sequential(*layers)
 
@@ -72,9 +141,12 @@ def set_dropout_generator(module: nn.Module, generator: torch.Generator | None) 
 
 
 def make_cnn(n_inputs: int, n_outputs: int, image: list[int], channels: list[int],
-             hidden: int, generator: torch.Generator | None = None) -> nn.Sequential:
-    """Rows of `n_inputs` pixels → image → (3×3 conv, ReLU) per channel width → 2×2 max-pool
-    → linear `hidden` → ReLU → linear output.
+             hidden: int, generator: torch.Generator | None = None,
+             dropout: float | list[float] = 0.0, input_noise: float = 0.0,
+             noise: str = "gaussian", cutout: int = 0) -> nn.Sequential:
+    """Rows of `n_inputs` pixels (→ input noise) → image (→ cutout) → (3×3 conv, ReLU
+    (→ dropout)) per channel width → 2×2 max-pool → linear `hidden` → ReLU (→ dropout) →
+    linear output. ``dropout`` is one rate or one per convolution plus one for `hidden`.
 
     Convolutions pad by 1, so only the pool halves the image. Every weight and bias is
     drawn from U(−1/√fan_in, 1/√fan_in) (PyTorch's default bound for both layer types)
@@ -86,12 +158,20 @@ def make_cnn(n_inputs: int, n_outputs: int, image: list[int], channels: list[int
     if depth * height * width != n_inputs:
         raise ValueError(f"an image of {image} holds {depth * height * width} values, "
                          f"not the {n_inputs} inputs")
-    layers: list[nn.Module] = [nn.Unflatten(1, (depth, height, width))]
-    for fan_in, fan_out in zip([depth, *channels], channels, strict=False):
+    drops = rates(dropout, len(channels) + 1, "convolutions and one hidden layer")
+    layers: list[nn.Module] = [InputNoise(input_noise, noise)] if input_noise > 0 else []
+    layers.append(nn.Unflatten(1, (depth, height, width)))
+    if cutout > 0:
+        layers.append(Cutout(cutout))
+    for fan_in, fan_out, rate in zip([depth, *channels], channels, drops, strict=False):
         layers += [_conv(fan_in, fan_out, generator), nn.ReLU()]
+        if rate > 0:
+            layers.append(SeededDropout(rate))
     layers += [nn.MaxPool2d(2), nn.Flatten(),
-               _linear(channels[-1] * (height // 2) * (width // 2), hidden, generator), nn.ReLU(),
-               _linear(hidden, n_outputs, generator)]
+               _linear(channels[-1] * (height // 2) * (width // 2), hidden, generator), nn.ReLU()]
+    if drops[-1] > 0:
+        layers.append(SeededDropout(drops[-1]))
+    layers.append(_linear(hidden, n_outputs, generator))
     return nn.Sequential(*layers)
 
 

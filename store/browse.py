@@ -116,6 +116,9 @@ def _trial_record(row: Mapping[str, Any], from_run: str | None) -> TrialRecord:
                   objective=row["objective"], status=row["status"],
                   trial_run_id=row["trial_run_id"], seconds=row["seconds"] or 0.0,
                   error=row["error"])
+    objectives = row.get("objectives")
+    values.update(steps=row.get("steps") or 0, rung=row.get("rung"),
+                  objectives=tuple(objectives) if isinstance(objectives, list) else None)
     if from_run is not None:
         values["from_run"] = from_run
     return TrialRecord(**values)

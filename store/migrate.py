@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from flowopt.errors import StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-REVISIONS = ("0001", "0002", "0003", "0004")  # oldest first; the last one is head
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")  # oldest first; the last one is head
 HEAD = REVISIONS[-1]
 
 

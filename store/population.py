@@ -5,9 +5,11 @@ written as it happens, in its own short transaction — a killed run keeps every
 it made, and the resumed run rebuilds its members from them. Events are ordered by their
 autoincrement id, which is the order the controller made them in.
 
-Checkpoints (`StoreCheckpoints`) are artifacts of type ``checkpoint`` that belong to no
-execution (``port`` names the member and step); events refer to them by artifact id, so
-copying a member is recording the source's id, and resuming is loading it.
+Checkpoints are artifacts of type ``checkpoint`` that belong to no execution (``port``
+names the member and step); events refer to them by artifact id, so copying a member is
+recording the source's id, and resuming is loading it. What a checkpoint holds, and
+when to write one, is PBT's business (`flowopt.nodes.tuner.pbt.checkpoints`): it reaches
+this module only through the recorder protocol (`PopulationStore`).
 
 The store does not import the node library: `write_events` takes any objects with the
 event's attributes (``member, step, event, new_params, old_params, from_member, score,
@@ -17,7 +19,6 @@ attributes, so the controller's ``fold`` accepts them directly.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -205,6 +206,18 @@ class PopulationStore:
     def population_events(self, run_id: str, node_id: str) -> list[PopulationEventRecord]:
         return read_events(self.engine, run_id, node_id)
 
+    def population_nodes(self, run_id: str) -> list[str]:
+        return tuner_nodes(self.engine, run_id)
+
+    def node_inputs(self, run_id: str, node_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        return tuner_inputs(self.engine, run_id, node_id)
+
+    def run_source_hash(self, run_id: str) -> str | None:
+        from .schema import Run
+
+        with self.engine.connect() as conn:
+            return conn.execute(select(Run.source_hash).where(Run.id == run_id)).scalar()
+
     def save_checkpoint(self, label: str, payload: bytes, fmt: str,
                         checkpoint_id: str | None = None) -> str:
         """A ``checkpoint`` artifact of no execution (``port`` = `label`); returns its id
@@ -229,68 +242,6 @@ class PopulationStore:
         if row is None or row.type != "checkpoint":
             raise KeyError(f"no checkpoint '{checkpoint_id}' in the store")
         return row.inline if row.inline is not None else self.blobs.get(row.hash)  # type: ignore[attr-defined]
-
-
-class StoreCheckpoints:
-    """PBT checkpoints in any `PopulationRecorder` (a `Store`, a `MemoryRecorder`);
-    `encode`/`decode` turn a state into bytes and back.
-
-    The artifact row is written at once (not batched with the run's rows): an event that
-    names a checkpoint must never outlive it, and a killed run resumes from these. With a
-    `writer` (`flowopt.nodes.tuner.pbt.writer.WriteBehind`) "at once" means "on the
-    writer, before any event submitted later": `save` names the checkpoint, queues the
-    encoding and the write, and returns. The last `keep` states are also held in memory
-    (decoded), so copies within one process skip decoding — and never wait for a write.
-    """
-
-    def __init__(self, store: Any, encode: Any, decode: Any, *, fmt: str = "safetensors",
-                 keep: int = 32, writer: Any = None) -> None:
-        from collections import OrderedDict
-
-        self.store, self.encode, self.decode, self.fmt, self.keep = store, encode, decode, fmt, keep
-        self.writer = writer
-        self._recent: "OrderedDict[str, Any]" = OrderedDict()
-        self._lock = threading.Lock()
-        self.seconds = 0.0  # time spent encoding, writing, reading and decoding
-
-    def save(self, member: int, step: int, state: Any) -> str:
-        checkpoint_id = new_id()
-        self._remember(checkpoint_id, state)
-
-        def write() -> None:
-            started = time.perf_counter()
-            self.store.save_checkpoint(f"member{member}@{step}", self.encode(state), self.fmt,
-                                       checkpoint_id=checkpoint_id)
-            self._count(time.perf_counter() - started)
-
-        if self.writer is None:
-            write()
-        else:
-            self.writer.submit(write)
-        return checkpoint_id
-
-    def load(self, checkpoint_id: str) -> Any:
-        with self._lock:
-            if checkpoint_id in self._recent:
-                self._recent.move_to_end(checkpoint_id)
-                return self._recent[checkpoint_id]
-        if self.writer is not None:
-            self.writer.flush()  # it may still be on its way to the store
-        started = time.perf_counter()
-        state = self.decode(self.store.load_checkpoint(checkpoint_id))
-        self._remember(checkpoint_id, state)
-        self._count(time.perf_counter() - started)
-        return state
-
-    def _remember(self, checkpoint_id: str, state: Any) -> None:
-        with self._lock:
-            self._recent[checkpoint_id] = state
-            while len(self._recent) > self.keep:
-                self._recent.popitem(last=False)
-
-    def _count(self, seconds: float) -> None:
-        with self._lock:
-            self.seconds += seconds
 
 
 def _retry(work: Any, engine: Engine, attempts: int = 8) -> None:

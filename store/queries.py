@@ -174,7 +174,9 @@ class Queries:
                 params=t["params"] if isinstance(t["params"], dict) else {},
                 objective=t["objective"], status=t["status"],
                 trial_run_id=t["trial_run_id"], seconds=t["seconds"] or 0.0,
-                error=t["error"]) for t in trials)))
+                error=t["error"], steps=t.get("steps") or 0, rung=t.get("rung"),
+                objectives=None if t.get("objectives") is None
+                else tuple(t["objectives"])) for t in trials)))
 
     def metrics(self, run_id: str, key: str) -> list[MetricPoint]:
         """The points of metric `key` (``node.metric``, or a bare name that one node of

@@ -5,6 +5,8 @@ output, the Python API and the tests.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
@@ -134,13 +136,26 @@ class TrialRecord:
     trial_run_id: str | None
     seconds: float = 0.0
     error: str | None = None
+    steps: int = 0  # training steps the trial ran (0: unknown, e.g. it failed)
+    rung: int | None = None  # with a pruner: the last rung reached
+    objectives: tuple[float | None, ...] | None = None  # several objectives, in order
     from_run: str | None = None  # set when a cached tuner node reused an earlier run's trials
 
     def to_json(self) -> dict[str, Any]:
-        return {"number": self.number, "params": dict(self.params), "objective": self.objective,
-                "status": self.status, "node": self.node, "trial_run_id": self.trial_run_id,
-                "seconds": self.seconds, "error": self.error,
-                **({"from_run": self.from_run} if self.from_run else {})}
+        """A one-objective trial has ``objective``; a multi-objective one ``objectives``
+        (non-finite values as null: the output is strict JSON)."""
+        data = {"number": self.number, "params": dict(self.params), "status": self.status,
+                "node": self.node, "trial_run_id": self.trial_run_id,
+                "seconds": self.seconds, "error": self.error, "steps": self.steps,
+                "rung": self.rung}
+        if self.objectives is not None:
+            data["objectives"] = [v if v is not None and math.isfinite(v) else None
+                                  for v in self.objectives]
+        else:
+            data["objective"] = self.objective
+        if self.from_run:
+            data["from_run"] = self.from_run
+        return data
 
 
 @dataclass(frozen=True)

@@ -164,12 +164,47 @@ class Trial(Base):
                                                      index=True)
     params: Mapped[dict[str, Any]]
     objective: Mapped[float | None] = mapped_column(Float)
+    #: every objective of a multi-objective trial (JSON list; NULL with one objective)
+    objectives: Mapped[list[float] | None] = mapped_column(JSONText)
     status: Mapped[str] = mapped_column(String(20))  # running | succeeded | failed | pruned
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
     attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONText)  # strategy-specific
+    steps: Mapped[int | None] = mapped_column(Integer)  # training steps run (with a pruner)
+    rung: Mapped[int | None] = mapped_column(Integer)  # with a pruner: the last rung reached
+
+
+class PrunerEvent(Base):
+    """One event of a tuner's pruner (flowopt.tuning.pruners), in the order it happened:
+    ``add`` (``step`` = the first stop), ``issue`` (train on to ``step``), ``report``
+    (``value`` at ``step``, ``checkpoint_id`` the paused state), ``fail``, and ``tell``
+    (the strategy was told ``value`` with ``status``: a resumed run re-tells them)."""
+
+    __tablename__ = "pruner_events"
+    __table_args__ = (Index("ix_pruner_events_run", "run_id", "node_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    node_id: Mapped[str] = mapped_column(String(200))
+    event: Mapped[str] = mapped_column(String(10))
+    number: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Float)
+    checkpoint_id: Mapped[str | None] = mapped_column(String(32))  # artifact id
+    status: Mapped[str | None] = mapped_column(String(20))  # tell: the status told
+    logged_at: Mapped[datetime]
+
+
+class PrunerState(Base):
+    """A tuner's pruner state (`flowopt.tuning.pruner.Pruner.state`) as of its last
+    decision in a run: what a resumed run rebuilds the pruner from."""
+
+    __tablename__ = "pruner_states"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    updated_at: Mapped[datetime]
 
 
 class PopulationEvent(Base):

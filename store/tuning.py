@@ -21,20 +21,25 @@ from sqlalchemy import insert, select, update
 from flowopt.recording import ArtifactRef
 
 from .liveness import HOST, STALE_SECONDS, pid_alive
-from .schema import Artifact, Edge, Execution, Run, Trial
+from .rows import clean_text
+from .schema import Artifact, Edge, Execution, PrunerEvent, PrunerState, Run, Trial
 
 FULL_ID = 32  # hex digits of a run id (`flowopt.recording.new_id`); shorter is a prefix
 
 
 def _trial_info(row: Any) -> Any:
-    from flowopt.tuning.records import TrialInfo
+    """A trial row as the frozen record (`flowopt.tuning.records.FrozenTrial`)."""
+    from flowopt.tuning.records import FrozenTrial
 
-    return TrialInfo(run_id=row["run_id"], node_id=row["node_id"], number=row["number"],
-                     params=row["params"] or {}, status=row["status"],
-                     trial_run_id=row["trial_run_id"], objective=row["objective"],
-                     started_at=row["started_at"], ended_at=row["ended_at"],
-                     seconds=row["seconds"] or 0.0, error=row["error"],
-                     attributes=row["attributes"] or {})
+    objectives = row.get("objectives")
+    return FrozenTrial(run_id=row["run_id"], node_id=row["node_id"], number=row["number"],
+                       params=row["params"] or {}, status=row["status"],
+                       trial_run_id=row["trial_run_id"],
+                       values=row["objective"] if objectives is None else tuple(objectives),
+                       started_at=row["started_at"], ended_at=row["ended_at"],
+                       seconds=row["seconds"] or 0.0, error=row["error"],
+                       steps=row.get("steps"), rung=row.get("rung"),
+                       attributes=row["attributes"] or {})
 
 
 def _alive(status: str, host: str | None, pid: int | None, beat: datetime | None) -> bool:
@@ -48,30 +53,34 @@ def _alive(status: str, host: str | None, pid: int | None, beat: datetime | None
     return (datetime.now(timezone.utc) - beat).total_seconds() < STALE_SECONDS
 
 
+def _upsert_trial(conn: Any, trial: Any) -> None:
+    """Write trial ``(run_id, node_id, number)`` in `conn`'s transaction (see record_trial)."""
+    key = {"run_id": trial.run_id, "node_id": trial.node_id, "number": trial.number}
+    values = {"trial_run_id": trial.trial_run_id, "params": dict(trial.params),
+              "objective": trial.objective, "status": trial.status,
+              "objectives": list(trial.values) if trial.values and len(trial.values) > 1
+              else None,
+              "started_at": trial.started_at, "ended_at": trial.ended_at,
+              "seconds": trial.seconds, "error": clean_text(trial.error),
+              "attributes": dict(trial.attributes),
+              "steps": getattr(trial, "steps", None), "rung": getattr(trial, "rung", None)}
+    changed = conn.execute(update(Trial).where(
+        Trial.run_id == trial.run_id, Trial.node_id == trial.node_id,
+        Trial.number == trial.number).values(**values)).rowcount
+    if not changed:
+        conn.execute(insert(Trial), [{**key, **values}])
+    if trial.trial_run_id:
+        conn.execute(update(Run).where(Run.id == trial.trial_run_id,
+                                       Run.parent_run_id.is_(None))
+                     .values(parent_run_id=trial.run_id))
+
+
 class TuningStore:
     engine: Any
 
     def record_trial(self, trial: Any) -> None:
         """Insert or update trial ``(run_id, node_id, number)``; set its child run's parent."""
-        key = {"run_id": trial.run_id, "node_id": trial.node_id, "number": trial.number}
-        values = {"trial_run_id": trial.trial_run_id, "params": dict(trial.params),
-                  "objective": trial.objective, "status": trial.status,
-                  "started_at": trial.started_at, "ended_at": trial.ended_at,
-                  "seconds": trial.seconds, "error": trial.error,
-                  "attributes": dict(trial.attributes)}
-
-        def write(conn: Any) -> None:
-            changed = conn.execute(update(Trial).where(
-                Trial.run_id == trial.run_id, Trial.node_id == trial.node_id,
-                Trial.number == trial.number).values(**values)).rowcount
-            if not changed:
-                conn.execute(insert(Trial), [{**key, **values}])
-            if trial.trial_run_id:
-                conn.execute(update(Run).where(Run.id == trial.trial_run_id,
-                                               Run.parent_run_id.is_(None))
-                             .values(parent_run_id=trial.run_id))
-
-        self._write(write)  # type: ignore[attr-defined]
+        self._write(lambda conn: _upsert_trial(conn, trial))  # type: ignore[attr-defined]
 
     def _tuning_rows(self, pipeline: str, exclude_run: str, node_id: str | None = None) -> list:
         query = (select(Trial.__table__, Run.started_at.label("run_started_at"),
@@ -104,6 +113,48 @@ class TuningStore:
         rows = [r for r in self._tuning_rows(pipeline, exclude_run)
                 if (r["attributes"] or {}).get("space_key") == space_key]
         return one_per_child(_trial_info(r) for r in rows)
+
+    def record_pruner_events(self, run_id: str, node_id: str, events: Any,
+                             state: Any = None, trials: Any = ()) -> None:
+        """Append a tuner's pruner log, replace its pruner's state and write the trial
+        rows the decision changed, in one transaction
+        (`flowopt.tuning.records.PrunerRecorder`)."""
+        now = datetime.now(timezone.utc)
+        rows = [{"run_id": run_id, "node_id": node_id, "event": e["event"],
+                 "number": e["number"], "step": e.get("step"), "value": e.get("value"),
+                 "checkpoint_id": e.get("checkpoint_id"), "status": e.get("status"),
+                 "logged_at": now} for e in events]
+
+        def write(conn: Any) -> None:
+            for trial in trials:
+                _upsert_trial(conn, trial)
+            if rows:
+                conn.execute(insert(PrunerEvent), rows)
+            if state is not None:
+                where = (PrunerState.run_id == run_id) & (PrunerState.node_id == node_id)
+                if not conn.execute(update(PrunerState).where(where).values(
+                        state=dict(state), updated_at=now)).rowcount:
+                    conn.execute(insert(PrunerState), [{"run_id": run_id, "node_id": node_id,
+                                                        "state": dict(state),
+                                                        "updated_at": now}])
+
+        self._write(write)  # type: ignore[attr-defined]
+
+    def pruner_events(self, run_id: str, node_id: str) -> list[dict[str, Any]]:
+        """A tuner's pruner log in a run, in the order it was recorded."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(PrunerEvent.event, PrunerEvent.number, PrunerEvent.step,
+                       PrunerEvent.value, PrunerEvent.checkpoint_id, PrunerEvent.status)
+                .where(PrunerEvent.run_id == run_id, PrunerEvent.node_id == node_id)
+                .order_by(PrunerEvent.id)).mappings()
+            return [dict(row) for row in rows]
+
+    def pruner_state(self, run_id: str, node_id: str) -> dict[str, Any] | None:
+        """A tuner's pruner state as last stored in a run (None if none)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(PrunerState.state).where(
+                PrunerState.run_id == run_id, PrunerState.node_id == node_id)).scalar()
 
     def run_outputs(self, run_id: str) -> dict[str, dict[str, ArtifactRef]]:
         """``node_id -> {port: ref}`` of a run's succeeded or cached executions; pass a

@@ -3,25 +3,43 @@ the learning rate and the weight decay, PBT's best validation accuracy is at lea
 search's on the same training budget, averaged over 5 seeds (Jaderberg et al. 2017:
 "PBT discovers a schedule of hyperparameter settings rather than ... a single fixed set").
 
-Random search is paired with the population (`baseline.random_search`): the members'
+Random search is paired with the population (benchmarks/pbt_baseline.py): the members'
 own initial draws trained straight through, then more draws until it has trained at
 least as many steps as PBT did. The paper's toy-problem claim (a) is in
 test_pbt_population.py; the full table with more configurations is benchmarks/pbt.py.
 """
 from __future__ import annotations
 
+import importlib.util
 import statistics
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from flowopt.context import Context
 from flowopt.nodes import data, loss, model
-from flowopt.nodes.tuner.pbt.baseline import random_search
 from flowopt.nodes.tuner.pbt.policy import PbtConfig
 from flowopt.nodes.tuner.pbt.population import Population
 from flowopt.spec import Domain
 
+
+def _load_support():
+    """tests/pbt_support.py (PBT test scaffolding), loaded by its path."""
+    path = Path(__file__).with_name("pbt_support.py")
+    spec = importlib.util.spec_from_file_location("flowopt_tests_pbt_support", path)
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+SUPPORT = _load_support()
+
+random_search = SUPPORT.load_benchmark("pbt_baseline").random_search
 SPACE = {"lr": Domain(low=1e-4, high=0.1, log=True),
          "weight_decay": Domain(low=1e-6, high=1e-2, log=True)}
 STEPS, INTERVAL, POPULATION, SEEDS = 400, 50, 4, range(5)

@@ -82,8 +82,8 @@ def test_a_searched_param_training_cannot_change_mid_run_is_refused_with_one_lin
     assert done.returncode == 2
     line = done.stderr.splitlines()[0]
     assert "key 'search.width'" in line
-    assert "searched param 'width' sets net.with.hidden, which cannot change while a member " \
-           "trains (PBT can change train's lr, weight_decay)" in line
+    assert "tuner.pbt: searched param 'width' sets net.with.hidden, which cannot change while " \
+           "train trains (tuner.pbt can change train's lr, betas, weight_decay, schedule)" in line
     assert not store.exists()
 
 

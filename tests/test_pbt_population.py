@@ -1,17 +1,35 @@
 """The asynchronous PBT controller, with fake trainables and the paper's toy problem."""
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from flowopt.nodes.tuner.pbt.policy import PbtConfig
 from flowopt.nodes.tuner.pbt.population import MemoryCheckpoints, Population, fold, replay
-from flowopt.nodes.tuner.pbt.toy import PAPER_H, ToyTrainable, q
 from flowopt.spec import Domain
 
+
+def _load_support():
+    """tests/pbt_support.py (PBT test scaffolding), loaded by its path."""
+    path = Path(__file__).with_name("pbt_support.py")
+    spec = importlib.util.spec_from_file_location("flowopt_tests_pbt_support", path)
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+SUPPORT = _load_support()
+
+PAPER_H, ToyTrainable, q = SUPPORT.PAPER_H, SUPPORT.ToyTrainable, SUPPORT.q
 LR = {"lr": Domain(low=1e-3, high=1.0, log=True)}
 
 
@@ -196,3 +214,41 @@ def test_a_lucky_checkpoint_does_not_trap_the_population_in_copies_of_itself():
     result = outcome["result"]
     assert all(m.finished and m.step == 200 for m in result.members)
     assert result.steps_trained <= 2 * 4 * 200
+
+
+class _Killed(Exception):
+    """Stands in for a kill: raised from the event callback, as the process would stop."""
+
+
+def test_a_resumed_sequential_run_makes_the_decisions_of_an_uninterrupted_one():
+    """parallel: 1 is exactly reproducible, so a run killed after any event and resumed from
+    its recorded events must end with the same events: members go on in the order they had
+    (the order their segments were queued in), not in index order (issue 17, item 13)."""
+    space = {"lr": Domain(low=1e-3, high=1.0, log=True)}
+    config = PbtConfig(population=4, interval=10, fraction=0.25, resample_probability=0.25)
+
+    def population(checkpoints, on_event=None):
+        return Population(Counter(), space, config, steps=60, seed=3, parallel=1,
+                          checkpoints=checkpoints, on_event=on_event)
+
+    def decisions(result):
+        return [(e.member, e.step, e.event, dict(e.new_params), e.from_member)
+                for e in result.events]
+
+    straight = population(MemoryCheckpoints()).run()
+    assert len(straight.events) > 30
+    for kill_after in range(1, len(straight.events)):  # killed after every event in turn
+        checkpoints, recorded = MemoryCheckpoints(), []
+
+        def record_then_die(event):
+            recorded.append(event)
+            if len(recorded) == kill_after:
+                raise _Killed
+
+        with pytest.raises(_Killed):
+            population(checkpoints, record_then_die).run()
+        resumed = population(checkpoints).run(resume=recorded)
+        assert decisions(resumed)[:kill_after - 1] == decisions(straight)[:kill_after - 1]
+        assert decisions(resumed) == decisions(straight), f"killed after event {kill_after}"
+        assert (resumed.best.params, resumed.best.score) == \
+            (straight.best.params, straight.best.score)

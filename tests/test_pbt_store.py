@@ -1,30 +1,49 @@
 """PBT lineage in the store: events and checkpoints written, read back, resumed, drawn."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from flowopt.nodes.tuner.pbt.checkpoints import RecorderCheckpoints
 from flowopt.nodes.tuner.pbt.policy import PbtConfig
 from flowopt.nodes.tuner.pbt.population import Population, fold
-from flowopt.nodes.tuner.pbt.toy import PAPER_H, ToyTrainable
 from flowopt.recording import RunInfo
 from flowopt.spec import Domain
 from flowopt.store import Store
-from flowopt.store.population import (StoreCheckpoints, read_events, schedule, schedule_rows,
-                                      write_events)
+from flowopt.store.population import read_events, schedule, schedule_rows, write_events
+
+
+def _load_support():
+    """tests/pbt_support.py (PBT test scaffolding), loaded by its path."""
+    path = Path(__file__).with_name("pbt_support.py")
+    spec = importlib.util.spec_from_file_location("flowopt_tests_pbt_support", path)
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+SUPPORT = _load_support()
 
 SPACE = {"h0": Domain(low=0, high=1), "h1": Domain(low=0, high=1)}
 FLOWOPT = [sys.executable, "-m", "flowopt"]
 
 
-def toy_checkpoints(store: Store) -> StoreCheckpoints:
-    return StoreCheckpoints(store, lambda theta: np.asarray(theta, "<f8").tobytes(),
-                            lambda payload: np.frombuffer(payload, "<f8").copy(), fmt="f8")
+PAPER_H, ToyTrainable = SUPPORT.PAPER_H, SUPPORT.ToyTrainable
+
+
+def toy_checkpoints(store: Store) -> RecorderCheckpoints:
+    return RecorderCheckpoints(store, lambda theta: np.asarray(theta, "<f8").tobytes(),
+                               lambda payload: np.frombuffer(payload, "<f8").copy(), fmt="f8")
 
 
 def pbt_run(store: Store, *, steps: int = 80, trainable=None, resume=(), checkpoints=None):

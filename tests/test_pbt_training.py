@@ -1,17 +1,38 @@
 """PBT on real training: digits MLP members that pause, copy, resume and replay exactly."""
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 
 from flowopt.errors import FlowoptError
 from flowopt.nodes import data, loss, model
+from flowopt.nodes.tuner.pbt.checkpoints import RecorderCheckpoints
 from flowopt.nodes.tuner.pbt.policy import PbtConfig
-from flowopt.nodes.tuner.pbt.run import best_member, replay_best, run_population
 from flowopt.nodes.tuner.pbt.training import TrainerTrainable, check_space, decode, encode
 from flowopt.spec import Domain
 from flowopt.store import Store
-from flowopt.store.population import StoreCheckpoints, read_events
+from flowopt.store.population import read_events
 
+
+def _load_support():
+    """tests/pbt_support.py (PBT test scaffolding), loaded by its path."""
+    path = Path(__file__).with_name("pbt_support.py")
+    spec = importlib.util.spec_from_file_location("flowopt_tests_pbt_support", path)
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+SUPPORT = _load_support()
+
+best_member, replay_best = SUPPORT.best_member, SUPPORT.replay_best
+run_population = SUPPORT.run_population
 SPACE = {"lr": Domain(low=1e-3, high=0.3, log=True), "weight_decay": Domain(low=1e-6, high=1e-2, log=True)}
 STEPS = 60
 
@@ -63,7 +84,7 @@ def test_pbt_on_digits_records_events_and_replays_the_best_member_exactly(digits
     assert best == done.result.best and best.score > 0.8
     member, state, score = replay_best(store, done.run_id, trainable(digits_task))
     assert score == best.score
-    stored = StoreCheckpoints(Store.open(store_dir), encode, decode).load(best.checkpoint_id)
+    stored = RecorderCheckpoints(Store.open(store_dir), encode, decode).load(best.checkpoint_id)
     assert all((stored[0][k] == state[0][k]).all() for k in stored[0] if k.startswith("module."))
 
 
@@ -103,8 +124,9 @@ def test_a_killed_pbt_run_resumes_in_the_same_run_without_retraining_finished_se
 def test_searching_a_param_training_cannot_change_mid_run_is_refused():
     check_space(["lr", "weight_decay"], "adamw")
     check_space(["momentum"], "sgd")
+    check_space(["lr", "betas"], "adam8bit")
     with pytest.raises(FlowoptError, match="searched param 'hidden' cannot change while a member "
-                                           "trains .* it can change: lr, weight_decay"):
+                                           "trains .* it can change: lr, betas, weight_decay, schedule"):
         check_space(["lr", "hidden"], "adam")
 
 

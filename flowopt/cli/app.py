@@ -6,67 +6,26 @@ Nothing heavy is imported at start-up: torch and numba load only when a pipeline
 """
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from flowopt.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_NODE_FAILED, FlowoptError
+from flowopt.errors import EXIT_INTERRUPTED, EXIT_NODE_FAILED
 
-app = typer.Typer(name="flowopt", add_completion=False, no_args_is_help=True,
-                  pretty_exceptions_enable=False,
-                  help="Declarative, graph-based optimization workflows.")
-runs_app = typer.Typer(no_args_is_help=True, help="Query past runs in the store.")
-app.add_typer(runs_app, name="runs")
-from .pbt import pbt_app  # noqa: E402 - typer only; its commands import the rest lazily
+from .common import (JsonOption, SetOption, StoreOption, _STATE, _fail, _guarded,  # noqa: F401
+                     _print_json, app, runs_app)
+from .pbt import pbt_app  # typer only; its commands import the rest lazily
 
 app.add_typer(pbt_app, name="pbt")
-
-_STATE = {"debug": False}
-StoreOption = typer.Option(None, "--store", envvar="FLOWOPT_STORE",
-                           help="Store directory or SQLAlchemy URL [default: ./.flowopt].")
-JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
-SetOption = typer.Option([], "-s", "--set", metavar="KEY=VALUE",
-                         help="Override a value, e.g. -s params.lr=0.01 -s nodes.train.with.steps=50.")
 
 
 class GraphFormat(str, Enum):
     mermaid = "mermaid"
     dot = "dot"
     png = "png"
-
-
-def _fail(message: str, hint: str | None, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    if hint:
-        typer.echo(f"hint: {hint}", err=True)
-    raise typer.Exit(code)
-
-
-def _guarded(work: Callable[[], Any]) -> Any:
-    """Run a command body; turn flowopt errors into one line and an exit code."""
-    try:
-        return work()
-    except FlowoptError as exc:
-        if _STATE["debug"]:
-            raise
-        _fail(str(exc), exc.hint, exc.exit_code)
-    except (typer.Exit, typer.Abort, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # noqa: BLE001 - a bug or an environment problem
-        if _STATE["debug"]:
-            raise
-        _fail(f"{type(exc).__name__}: {exc}", "re-run with --debug for the traceback", EXIT_INVALID)
-
-
-def _print_json(data: Any) -> None:
-    """Strict JSON: non-finite numbers become strings (`render.json_safe`)."""
-    from .render import json_safe
-
-    typer.echo(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False))
 
 
 def _compile(file: Path, overrides: list[str]) -> Any:

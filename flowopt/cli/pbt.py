@@ -151,7 +151,7 @@ def show(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
          node: Optional[str] = _NodeOption, store: Optional[str] = _StoreOption,
          as_json: bool = typer.Option(False, "--json", help="Print the events as JSON.")) -> None:
     """Each member's hyperparameter schedule: params from each step on, scores, copies."""
-    from .app import _guarded, _print_json
+    from .common import _guarded, _print_json
 
     run, node_id, events = _guarded(lambda: population_events(_open(store), run_id, node))
     if as_json:
@@ -186,7 +186,7 @@ def plot(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
                                      help="Where to write: .png or .html."),
          node: Optional[str] = _NodeOption, store: Optional[str] = _StoreOption) -> None:
     """Draw each member's hyperparameter schedule and score over steps, and the copy tree."""
-    from .app import _guarded
+    from .common import _guarded
 
     def work() -> Path:
         run, node_id, events = population_events(_open(store), run_id, node)
@@ -212,12 +212,16 @@ def replay(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
     pass its file (--pipeline) or the plugins to load (--plugins).
     Exit code 1 when the replayed score differs from the recorded one.
     """
-    from .app import _guarded, _print_json
+    from .common import _guarded, _print_json
 
     def work() -> dict:
-        from flowopt.nodes.tuner.pbt.session import replay_run
+        from flowopt.registry import REGISTRY
+        from flowopt.tuning.kinds import strategy_class
 
-        return replay_run(_open(store), run_id, node, pipeline=pipeline, plugins=plugins)
+        opened = _open(store)
+        REGISTRY.get("tuner.pbt")  # loads the node library, which registers the strategy
+        return strategy_class("tuner.pbt").replay(opened, opened.resolve_run_id(run_id), node,
+                                                  pipeline=pipeline, plugins=plugins)
 
     result = _guarded(work)
     if as_json:

@@ -60,7 +60,9 @@ def print_run_summary(result: Any, store: str) -> None:
     for key, value in result.metrics.items():
         _console.print(f"  {text(key):<28} {_number(value)}", highlight=False)
     best = getattr(result, "best", None)
-    if best:
+    if best and "pareto" in best:
+        _print_front(best)
+    elif best:
         params = ", ".join(f"{text(k)}={_number(v)}" for k, v in best["params"].items())
         _console.print(f"best of tuner '{text(best['node'])}': objective "
                        f"[bold]{_number(best['objective'])}[/] with {params}", highlight=False)
@@ -74,3 +76,15 @@ def print_run_summary(result: Any, store: str) -> None:
                        f"{text(result.error)}", highlight=False)
         _console.print(f"hint: fix it and run the same command again; {done} finished nodes "
                        f"will be reused (`flowopt runs show {result.run_id[:8]}` for details)")
+
+
+def _print_front(best: dict[str, Any]) -> None:
+    """A multi-objective tuner's front: one line per Pareto trial (names and values escaped)."""
+    ref = ", ".join(_number(v) for v in best["reference_point"])
+    _console.print(f"Pareto front of tuner '{text(best['node'])}': {len(best['pareto'])} "
+                   f"trials, hypervolume [bold]{_number(best['hypervolume'])}[/] "
+                   f"(reference point {ref})", highlight=False)
+    for entry in best["pareto"]:
+        values = ", ".join(_number(v) for v in entry["objectives"])
+        params = ", ".join(f"{text(k)}={text(_number(v))}" for k, v in entry["params"].items())
+        _console.print(f"  #{entry['number']:<4} ({values})  {params}", highlight=False)

@@ -12,7 +12,7 @@ import typer
 
 from flowopt.errors import EXIT_INVALID, EXIT_NODE_FAILED
 
-from .app import JsonOption, StoreOption, _guarded, _print_json, app, runs_app
+from .common import JsonOption, StoreOption, _guarded, _print_json, app, runs_app
 
 store_app = typer.Typer(no_args_is_help=True, help="Check and clean the store.")
 app.add_typer(store_app, name="store")

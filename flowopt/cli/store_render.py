@@ -113,6 +113,10 @@ def print_run_detail(detail: Any) -> None:
                            _value(trial.objective), _pairs(dict(trial.params)),
                            (trial.trial_run_id or "")[:12])
         _console.print(trials)
+        for trial in detail.trials:  # each failed trial's own error, under the table
+            if trial.status == "failed" and trial.error:
+                _console.print(f"[red]{text(trial.node)} trial {trial.number}:[/] "
+                               f"{text(trial.error)}", highlight=False)
 
 
 def print_comparison(comparison: Any) -> None:

@@ -8,10 +8,11 @@
   every output of every node the tuner owns, as ``NODE.PORT`` (``tune.train`` binds the
   best trial's ``train.model``);
 * ``with:`` fields are `TunerConfig`'s (mode, trials, parallel, max_failures,
-  warm_start) followed by the strategy's own ``Config`` fields.
+  warm_start, pruner) followed by the strategy's own ``Config`` fields.
 
-The kind's function is never called: the scheduler hands a tuner node to
-`flowopt.tuning.trials` (it owns a subgraph, which a plain function cannot run).
+The kind's function is never called: the kind's ``owner`` hook
+(`flowopt.tuning.owner.TUNERS`) plans it at compile time and runs it when the
+scheduler reaches it (`flowopt.owners`).
 
 A strategy with ``owns_training = True`` (PBT) is run by `flowopt.tuning.owned`
 instead: it trains the owned subgraph itself, so its framework fields are
@@ -32,30 +33,62 @@ from flowopt.errors import FlowoptError
 from flowopt.registry import REGISTRY, NodeFactory, NodeKind, Port
 
 if TYPE_CHECKING:
-    from flowopt.nodes.tuner.strategy import Strategy
+    from .strategy import Strategy
 
 _STRATEGIES: dict[str, type] = {}
 _FACTORIES: dict[str, NodeFactory] = {}
 _lock = threading.Lock()
 
 
+Mode = Literal["max", "min"]
+
+
+def _mode(value: Any) -> Any:
+    """``max`` / ``min``, or a non-empty list of them (one per objective)."""
+    items = value if isinstance(value, list) else [value]
+    if not items or any(item not in ("max", "min") for item in items):
+        raise ValueError("Input should be 'max' or 'min' (or a list of them, one per "
+                         f"objective), got {value!r}")
+    return value
+
+
+Modes = Annotated[Any, pydantic.AfterValidator(_mode)]
+
+
 class TunerConfig(pydantic.BaseModel):
     """The framework's `with:` fields, shared by every tuner kind.
 
     Defaults: ``parallel`` 1 (one trial at a time — the safe choice on a small
-    machine); ``max_failures`` None (no limit but ``trials``: divergence at extreme
-    params is an ordinary outcome of tuning, so failures alone do not stop a search
-    unless asked to); ``warm_start`` false (a run starts from its own trials only).
-    ``mode`` and ``trials`` have no default: which way is better and how much to spend
-    are the user's decisions.
+    machine); ``max_failures`` None: the search stops when its first 5 trials have all
+    failed (`trials.FIRST_FAILURES`), and never once a trial has succeeded. Why: a
+    search whose first five trials all fail is broken — a bug in a node, a missing
+    import, a missing file — not unlucky: if trials failed independently with
+    probability p, five in a row would happen with p⁵ (3 % even at p = ½), while a
+    systematic error fails every trial, so going on spends the whole budget to show the
+    same error twenty times. After a success, failures are an ordinary outcome of
+    tuning (divergence at extreme params) and do not stop the search unless
+    ``max_failures: N`` (stop after more than N) asks for it. ``warm_start`` false (a run starts from its own trials only);
+    ``pruner`` None (every trial trains to the end; a mapping ``{name: ..., ...}``
+    selects a registered early-stopping policy, `flowopt.tuning.pruner`). ``mode``
+    and ``trials`` have no default: which way is better and how much to spend are the
+    user's decisions. ``mode`` is a list, one per objective, for several objectives
+    (only on a strategy with ``multi_objective = True``).
     """
 
     model_config = pydantic.ConfigDict(extra="forbid")
-    mode: Literal["max", "min"]
+    mode: Modes
     trials: Annotated[int, Field(ge=1)]
     parallel: Annotated[int, Field(ge=1)] = 1
     max_failures: Annotated[int, Field(ge=0)] | None = None
     warm_start: bool = False
+    pruner: dict[str, Any] | None = None
+    #: several objectives: the hypervolume's reference point (objective units); None infers it
+    reference_point: list[Any] | None = None
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """One mode per objective."""
+        return (self.mode,) if isinstance(self.mode, str) else tuple(self.mode)
 
 
 class TrainingTunerConfig(pydantic.BaseModel):
@@ -63,8 +96,19 @@ class TrainingTunerConfig(pydantic.BaseModel):
     ``mode`` (no default, as above) and ``parallel`` (1, as above: members trained at once)."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
-    mode: Literal["max", "min"]
+    mode: Modes
     parallel: Annotated[int, Field(ge=1)] = 1
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return (self.mode,) if isinstance(self.mode, str) else tuple(self.mode)
+
+
+def strategy_mode(config: Any) -> Any:
+    """The ``mode`` a strategy is constructed with: a string for one objective, a tuple
+    for several."""
+    modes = config.modes
+    return modes[0] if len(modes) == 1 else modes
 
 
 FRAMEWORK_FIELDS = tuple(TunerConfig.model_fields)
@@ -95,11 +139,13 @@ def _config_model(kind: str, strategy: type) -> type[pydantic.BaseModel]:
 
 
 def _not_called(**_: Any) -> None:
-    raise FlowoptError("a tuner node is run by the scheduler's tuning loop, not called directly")
+    raise FlowoptError("a tuner node is run by its owner hook (flowopt.tuning.owner), "
+                       "not called directly")
 
 
-def register_strategy(kind: str, strategy: "type[Strategy]") -> NodeKind:
-    """Register node kind `kind` driven by `strategy` (see the module docstring).
+def register_strategy(kind: str, strategy: "type[Strategy]", owner: Any) -> NodeKind:
+    """Register node kind `kind` driven by `strategy`, with `owner` as its hook
+    (`owner.TUNERS`; `owner.register_tuner` is the public way in).
 
     Registering the same class again is a no-op (a module imported twice); another class
     under a taken name is an error.
@@ -115,13 +161,28 @@ def register_strategy(kind: str, strategy: "type[Strategy]") -> NodeKind:
             name=kind, version=int(getattr(strategy, "version", 1)), fn=_not_called,
             inputs=(Port("objective", Metric),),
             outputs=(Port("params", Any), Port("objective", Metric),
-                     *getattr(strategy, "extra_outputs", ())),
-            config=_config_model(kind, strategy), metrics=("objective",), deterministic=False,
-            wants_context=False, doc=(strategy.__doc__ or "").strip())
+                     *getattr(strategy, "extra_outputs", ()), *_pareto_ports(strategy)),
+            config=_config_model(kind, strategy),
+            metrics=("objective", "hypervolume") if _multi(strategy) else ("objective",),
+            deterministic=False,
+            wants_context=False, doc=(strategy.__doc__ or "").strip(), owner=owner)
         REGISTRY.add(node_kind)
         _STRATEGIES[kind] = strategy
         _FACTORIES[kind] = NodeFactory(node_kind)
     return node_kind
+
+
+def _multi(strategy: type) -> bool:
+    return bool(getattr(strategy, "multi_objective", False))
+
+
+def _pareto_ports(strategy: type) -> tuple[Port, ...]:
+    """A multi-objective strategy's kind also outputs the front (`objectives.PARETO_PORTS`),
+    optional: a run with one objective produces none of them."""
+    if not _multi(strategy):
+        return ()
+    return (Port("pareto", Any, True), Port("hypervolume", Metric, True),
+            Port("reference_point", Any, True))
 
 
 def _qualname(cls: type) -> str:

@@ -2,14 +2,20 @@
 
 The ask → run a whole trial → tell loop (`trials`) cannot serve a strategy that changes
 params *while* a model trains: PBT needs to stop members at ready points, copy
-checkpoints between them and record every decision. So the scheduler hands such a tuner
+checkpoints between them and record every decision; a Self-Tuning Network trains its
+hyperparameters with the weights in one run. So `owner.TunerOwner` hands such a tuner
 node to `OwnedLoop` instead, which gives the strategy a `TrainingSession` — the compiled
 graph and the tuner's plan, the frontier values (what non-owned nodes produced, live),
 the run id, the cancel flag, and the recorder, reached only through the protocols of
-`records` (`TrialRecorder`, `PopulationRecorder`): the engine still never imports the
-store. The strategy's ``run_owned(session)`` trains and returns the tuner's values
-(``params``, ``objective``, its ``extra_outputs`` and every owned node's outputs as
-``NODE.PORT``); this loop saves them as the tuner's outputs.
+`records` (`TrialRecorder`, `PopulationRecorder`): neither the strategy nor this layer
+imports the store. The strategy's ``run_owned(session)`` trains and returns the tuner's
+values (``params``, ``objective``, its ``extra_outputs`` and every owned node's outputs
+as ``NODE.PORT``); this loop saves them as the tuner's outputs.
+
+The owned training node is `TrainingSession.training_node`; its kind's declaration
+(`flowopt.training.Training`: the mutable fields, a pausable trainer, checkpoint
+encoding) is `TrainingSession.training`, so a strategy works with every kind that
+declares one.
 
 Members are recorded as trial rows (number = member, params = its current params,
 objective = its latest score, ``attributes.owned`` true), so ``runs show`` lists the
@@ -24,9 +30,13 @@ from typing import Any, Callable, Mapping
 
 from flowopt.errors import Interrupted
 from flowopt.executors import default_workers
+from flowopt.owners import Host
 from flowopt.recording import ArtifactRef
+from flowopt.training import Training
 
-from .kinds import split_config, strategy_class
+from .kinds import TrainingTunerConfig, split_config, strategy_class, strategy_mode
+from .records import TuningRecorder
+from .subgraph import TunerPlan
 
 
 @dataclass
@@ -35,18 +45,29 @@ class TrainingSession:
 
     run_id: str
     node: Any  # flowopt.graph.Node of the tuner
-    graph: Any  # the compiled graph (owned nodes included)
-    plan: Any  # flowopt.tuning.subgraph.TunerPlan
+    graph: Any  # flowopt.graph.Graph, compiled (owned nodes included)
+    plan: TunerPlan
     values: Mapping[str, Any]  # frontier "node.port" -> live value
-    recorder: Any  # TrialRecorder + PopulationRecorder
+    recorder: TuningRecorder
     cancel: threading.Event
     emit: Callable[..., None]
     log_metric: Callable[[str, float, int | None], None]  # NODE.key series of the tuning run
-    config: Any  # TrainingTunerConfig: mode, parallel
+    config: TrainingTunerConfig  # mode, parallel
     device: str = "auto"
     threads: int = 1
     use_cache: bool = True
     attributes: Mapping[str, Any] = field(default_factory=dict)  # on every member's trial row
+
+    @property
+    def training_node(self) -> Any:
+        """The owned node that trains (`flowopt.graph.Node`), or None if there is none."""
+        return self.graph.nodes[self.plan.training[0]] if self.plan.training else None
+
+    @property
+    def training(self) -> Training | None:
+        """Its kind's training declaration (mutable fields, pausable trainer, encoding)."""
+        node = self.training_node
+        return node.kind.training if node is not None else None
 
     def value(self, binding: Any) -> Any:
         """The live value a binding of an owned node reads (a frontier output)."""
@@ -78,14 +99,14 @@ def member_threads(parallel: int, cores: int | None = None) -> int:
 class OwnedLoop:
     """Runs one tuner node whose strategy owns training; same interface as `TuningLoop`."""
 
-    def __init__(self, host: Any, run_id: str, node: Any, inputs: Mapping[str, Any],
+    def __init__(self, host: Host, run_id: str, node: Any, inputs: Mapping[str, Any],
                  done: Mapping[str, Mapping[str, ArtifactRef]]):
         self.host, self.run_id, self.node = host, run_id, node
-        graph = host.compiled
-        plan = graph.tuners[node.id]
+        graph = host.graph
+        plan = graph.owners[node.id]
         config, strategy_config = split_config(node.kind.name, dict(node.config))
         self.strategy = strategy_class(node.kind.name)(
-            plan.space, mode=config.mode, seed=node.seed,
+            plan.space, mode=strategy_mode(config), seed=node.seed,
             budget=getattr(strategy_config, "population", 1), config=strategy_config)
         values = {}
         for port in plan.frontier:
@@ -94,7 +115,7 @@ class OwnedLoop:
         self.session = TrainingSession(
             run_id=run_id, node=node, graph=graph, plan=plan, values=values,
             recorder=host.recorder, cancel=host.cancel, emit=host.emit,
-            log_metric=lambda k, v, s: host._log_metric(run_id, node.id, k, v, s), config=config,
+            log_metric=lambda k, v, s: host.log_metric(node.id, k, v, s), config=config,
             device=host.device, threads=member_threads(config.parallel),
             use_cache=host.use_cache,
             # no space_key: a member's score came from a schedule, not from fixed params,

@@ -1,6 +1,7 @@
 """The tuning loop: ask → run the subgraph → tell, with trials as child runs.
 
-The scheduler hands a tuner node to `TuningLoop` (its kind's function is never called).
+`owner.TunerOwner` hands a tuner node to `TuningLoop` with the run's
+`flowopt.owners.Host` (its kind's function is never called).
 Policy, per trial, as a state machine::
 
     asked ──(child run starts)──► running ──► succeeded   (objective finite)
@@ -10,7 +11,7 @@ Policy, per trial, as a state machine::
 
 * **Trials.** A trial compiles `subgraph.trial_spec` — the objective's upstream closure
   with the trial's values for the searched params — into an ordinary graph and runs it
-  with an ordinary `Scheduler` as a *child run* (``runs.parent_run_id`` = the tuning
+  through `Host.run_subgraph` (an ordinary `Scheduler`) as a *child run* (``runs.parent_run_id`` = the tuning
   run), so its node executions, artifacts, metrics and lineage are recorded like any
   run's. Nodes the params do not reach have the same cache keys as in the tuning run,
   which already ran them: the child run reuses those outputs (in memory, without
@@ -21,16 +22,19 @@ Policy, per trial, as a state machine::
   ``cores / parallel`` threads for its nodes. `Strategy.ask` receives the params of the
   trials still running; `Strategy.tell` is called as each one finishes, in finishing
   order, from this loop's thread only (strategies need no locks).
-* **Failures.** A failed trial is recorded and told (``objective=None``) and the search
-  goes on. More than ``max_failures`` failures in one execution of the tuner stop it:
-  running trials finish, then the tuner node fails. Failures read back on resume are
-  told to the strategy but do not count toward the limit (re-running means trying
-  again).
+* **Failures.** A failed trial is recorded (with its error) and told (``values=None``)
+  and the search goes on, until the failure limit: with ``max_failures: N``, more than
+  N failures in one execution of the tuner; by default (`kinds.TunerConfig`), its first
+  `FIRST_FAILURES` trials all failing. Then running trials finish and the tuner node
+  fails with the *first* error (a broken search repeats one error; the first is where
+  to look).
 * **Resume.** Unless caching is off, the trials of the newest earlier tuning run of
   the same tuner (same cache key: same config, space and upstream) that is not alive in
-  another process are read back: finished ones are copied into this run's trial list
-  and told to the strategy — not re-run — and unfinished ones are re-run first, under
-  their numbers and params. ``trials`` counts them all.
+  another process are read back: succeeded (and pruned) ones are copied into this run's
+  trial list and told to the strategy — not re-run; failed and unfinished ones are
+  re-run first, under their numbers and params (running the same command again after
+  fixing a cause, or after a transient failure, is how a user retries them).
+  ``trials`` counts them all.
 * **Warm start.** With ``warm_start: true``, finished trials of earlier tuning runs of
   the same pipeline over the same space and objective are told first (they do not count
   toward ``trials``).
@@ -49,12 +53,21 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from flowopt.errors import FlowoptError, Interrupted
-from flowopt.executors import child_executor, default_workers
+from flowopt.executors import default_workers
+from flowopt.owners import Host
 from flowopt.recording import ArtifactRef, RunInfo, utcnow
 
 from .kinds import split_config, strategy_class
-from .records import TrialInfo
+from .objectives import front_result, trial_values
+from .records import FrozenTrial
 from .subgraph import trial_spec
+
+TrialInfo = FrozenTrial
+
+
+#: The default failure limit: a search whose first this-many trials all failed stops
+#: (`kinds.TunerConfig` says why).
+FIRST_FAILURES = 5
 
 
 class TuningFailed(RuntimeError):
@@ -69,14 +82,6 @@ class _Done:
     outputs: Mapping[str, Mapping[str, ArtifactRef]] | None = None  # None: read on demand
 
 
-def _observation(info: TrialInfo) -> Any:
-    from flowopt.nodes.tuner.strategy import Observation
-
-    return Observation(number=info.number, params=dict(info.params),
-                       objective=info.objective if info.status == "succeeded" else None,
-                       status=info.status)
-
-
 def _native(value: Any) -> Any:
     """Params as plain JSON values (a strategy may hand back numpy scalars)."""
     if hasattr(value, "item") and not isinstance(value, (list, tuple, dict, str)):
@@ -84,22 +89,39 @@ def _native(value: Any) -> Any:
     return value
 
 
+def _steps(graph: Any, node_id: str | None) -> int | None:
+    """The training steps of `node_id` in a trial's graph (None without a training node)."""
+    if node_id is None:
+        return None
+    node = graph.nodes[node_id]
+    return int(node.config[node.kind.training.steps])
+
+
 class TuningLoop:
     """Runs one tuner node to completion (see the module docstring for the policy).
 
-    `host` is the tuning run's `Scheduler`: the loop shares its recorder, cancel flag,
-    event stream, cache policy, device and compiled graph.
+    `host` is the tuning run (`flowopt.owners.Host`): the loop shares its recorder, cancel
+    flag, event stream, cache policy, device and compiled graph, and runs each trial
+    through `Host.run_subgraph`.
     """
 
-    def __init__(self, host: Any, run_id: str, node: Any, inputs: Mapping[str, Any],
+    def __init__(self, host: Host, run_id: str, node: Any, inputs: Mapping[str, Any],
                  done: Mapping[str, Mapping[str, ArtifactRef]]):
         self.host, self.run_id, self.node = host, run_id, node
-        self.graph = host.compiled
-        self.plan = self.graph.tuners[node.id]
+        self.inputs, self.done = inputs, done  # the frontier: values or refs; refs
+        self.graph = host.graph
+        self.plan = self.graph.owners[node.id]
+        # a trial trained in full consumed its training node's steps (None: no such node)
+        self.train_id = self.plan.training[0] if len(self.plan.training) == 1 else None
         self.config, strategy_config = split_config(node.kind.name, dict(node.config))
+        mode = self.config.mode
+        self.modes = [mode] if isinstance(mode, str) else list(mode)
+        self.multi = len(self.plan.objectives) > 1
         self.strategy = strategy_class(node.kind.name)(
-            self.plan.space, mode=self.config.mode, seed=node.seed, budget=self.config.trials,
-            config=strategy_config)
+            self.plan.space, mode=tuple(self.modes) if self.multi else self.modes[0],
+            seed=node.seed, budget=self.config.trials, config=strategy_config)
+        if self.multi and hasattr(self.strategy, "reference_point"):
+            self.strategy.reference_point = self.config.reference_point
         owned = set(self.plan.owned)
         # Outputs of the nodes the params do not reach, by cache key: a trial's scheduler
         # finds them here (they ran once, in the tuning run) instead of running them.
@@ -112,16 +134,20 @@ class TuningLoop:
             if ref is not None and value is not None and not isinstance(value, ArtifactRef):
                 self.live[ref.id] = value
         self.attributes = {"tuner_key": node.cache_key, "space_key": self.plan.space_key}
-        workers = max(1, getattr(host.executor, "workers", 1) or 1)
+        workers = host.workers
         self.trial_workers = max(1, workers // self.config.parallel)
         self.trial_threads = max(1, default_workers() // (self.config.parallel * self.trial_workers))
         self.finished: dict[int, _Done] = {}
         self.failures = 0
-        self.last_error: str | None = None
+        self.first_error: str | None = None
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> tuple[dict[str, Any], dict[str, ArtifactRef], dict[str, float]]:
         """Run the search; returns the tuner's (values, refs, metrics) for the scheduler."""
+        if getattr(self.config, "pruner", None) is not None:  # early stopping: pruning.py
+            from .pruning import PrunedSearch
+
+            return PrunedSearch(self).run()
         reruns = self._read_back()
         total = self.config.trials
         number = max([*self.finished, *(n for n, _ in reruns)], default=-1) + 1
@@ -168,24 +194,34 @@ class TuningLoop:
         if info.status == "interrupted":
             return True
         self.finished[info.number] = done
-        self.strategy.tell(_observation(info))
+        self.strategy.tell(info.observation())
         if info.status == "failed":
             self.failures += 1
-            self.last_error = info.error
-        best = self._best()
+            self.first_error = self.first_error or info.error
+        best = None if self.multi else self._best()
         self.host.emit("node_progress", node_id=self.node.id, step=len(self.finished),
                        total=self.config.trials,
                        info={"trial": info.number, "best": best.info.objective if best else None})
         self.host.emit("trial_finished", node_id=self.node.id, number=info.number,
                        status=info.status, objective=info.objective, params=dict(info.params),
                        seconds=info.seconds, error=info.error)
+        return self._failure_limit() is not None
+
+    def _failure_limit(self) -> str | None:
+        """Why the failures stop the search (module docstring), or None."""
         limit = self.config.max_failures
-        return limit is not None and self.failures > limit
+        if limit is not None:
+            return (f"{self.failures} trials failed (max_failures {limit})"
+                    if self.failures > limit else None)
+        if self.failures >= min(FIRST_FAILURES, self.config.trials) and self._best() is None \
+                and self.failures < self.config.trials:
+            return (f"its first {self.failures} trials failed (the default limit when none "
+                    "succeeds; set max_failures to go on)")
+        return None
 
     # -- one trial (on a pool thread) ------------------------------------------------
     def _run_trial(self, number: int, params: dict[str, Any]) -> _Done:
         from flowopt.graph import compile_pipeline
-        from flowopt.scheduler import Scheduler
 
         started_at, start = utcnow(), time.perf_counter()
         info = TrialInfo(run_id=self.run_id, node_id=self.node.id, number=number,
@@ -196,12 +232,9 @@ class TuningLoop:
         except FlowoptError as exc:
             return self._end(info, start, status="failed", error=f"trial params rejected: {exc}")
         scope = TrialScope(self, info)
-        scheduler = Scheduler(graph, scope, child_executor(self.host.executor, self.trial_workers),
-                              use_cache=True, device=self.host.device, source=self.host.source)
-        scheduler.cancel = self.host.cancel  # one Ctrl-C stops every trial
-        scheduler.threads = self.trial_threads
-        try:
-            result = scheduler.run()
+        try:  # the child run shares the tuning run's cancel flag: one Ctrl-C stops every trial
+            result = self.host.run_subgraph(graph, scope, workers=self.trial_workers,
+                                            threads=self.trial_threads)
         except Exception as exc:  # noqa: BLE001 - a broken trial is a failed trial
             return self._end(scope.info, start, status="failed", error=f"{type(exc).__name__}: {exc}")
         info = scope.info
@@ -210,6 +243,11 @@ class TuningLoop:
         outputs = {nid: dict(result.nodes[nid].outputs) for nid in self.plan.owned
                    if nid in result.nodes}
         objective = result.metrics.get(self.plan.metric)
+        if self.multi and result.status == "succeeded":
+            values, error = trial_values(result.metrics, self.plan.metrics)
+            ended = self._end(info, start, status="failed" if error else "succeeded",
+                              values=values, error=error)
+            return _Done(ended.info, outputs)
         if result.status != "succeeded":
             where = f"node '{result.failed_node}': " if result.failed_node else ""
             ended = self._end(info, start, status="failed", error=f"{where}{result.error}")
@@ -217,10 +255,11 @@ class TuningLoop:
             ended = self._end(info, start, status="failed",
                               error=f"the objective '{self.plan.metric}' was not produced")
         elif not math.isfinite(objective):
-            ended = self._end(info, start, status="failed", objective=None,
+            ended = self._end(info, start, status="failed", values=None,
                               error=f"the objective '{self.plan.metric}' is not finite ({objective})")
         else:
-            ended = self._end(info, start, status="succeeded", objective=float(objective))
+            ended = self._end(info, start, status="succeeded", values=(float(objective),),
+                              steps=_steps(graph, self.train_id))
         return _Done(ended.info, outputs)
 
     def _end(self, info: TrialInfo, start: float, **changes: Any) -> _Done:
@@ -235,18 +274,18 @@ class TuningLoop:
         if self.config.warm_start:
             for trial in recorder.warm_trials(pipeline=pipeline, space_key=self.plan.space_key,
                                               exclude_run=self.run_id):
-                self.strategy.tell(_observation(trial))
+                self.strategy.tell(trial.observation())
         if not self.host.use_cache:
             return []
         reruns = []
         for trial in recorder.resumable_trials(pipeline=pipeline, node_id=self.node.id,
                                                tuner_key=self.node.cache_key,
                                                exclude_run=self.run_id):
-            if trial.finished:
+            if trial.finished and trial.status != "failed":
                 copied = trial.moved(self.run_id, resumed_from=trial.run_id)
                 recorder.record_trial(copied)
                 self.finished[trial.number] = _Done(copied)
-                self.strategy.tell(_observation(copied))
+                self.strategy.tell(copied.observation())
             elif trial.number < self.config.trials:
                 reruns.append((trial.number, dict(trial.params)))
         return reruns
@@ -261,24 +300,48 @@ class TuningLoop:
         return max(scored, key=lambda d: (sign * d.info.objective, -d.info.number))
 
     def _result(self) -> tuple[dict[str, Any], dict[str, ArtifactRef], dict[str, float]]:
-        limit = self.config.max_failures
-        if limit is not None and self.failures > limit:
-            raise TuningFailed(f"tuner '{self.node.id}' stopped: {self.failures} trials failed "
-                               f"(max_failures {limit}); last error: {self.last_error}")
-        best = self._best()
+        stopped = self._failure_limit()
+        if stopped is not None:
+            raise TuningFailed(f"tuner '{self.node.id}' stopped: {stopped}; first error: "
+                               f"{self.first_error}")
+        front = None
+        if self.multi:
+            front = front_result([d.info for d in self.finished.values()], self.modes,
+                                 self.config.reference_point)
+            best = self.finished[front["best"].number] if front is not None else None
+        else:
+            best = self._best()
         if best is None:
             raise TuningFailed(f"tuner '{self.node.id}': no trial succeeded "
-                               f"({len(self.finished)} failed); last error: {self.last_error}")
+                               f"({len(self.finished)} failed); first error: {self.first_error}")
         outputs = best.outputs
         if outputs is None:  # a trial read back from an earlier run
             outputs = self.host.recorder.run_outputs(best.info.trial_run_id)
         values: dict[str, Any] = {"params": dict(best.info.params),
                                   "objective": float(best.info.objective)}
+        if front is not None:
+            for entry in front["pareto"]:  # every Pareto trial's models, as artifact ids
+                entry["artifacts"] = self._artifact_ids(self.finished[entry["number"]])
+            values.update(pareto=front["pareto"], hypervolume=float(front["hypervolume"]),
+                          reference_point=front["reference_point"])
         refs = self.host.recorder.save_outputs(self.node.id, values)
         for nid in self.plan.owned:
             for port, ref in outputs.get(nid, {}).items():
                 values[f"{nid}.{port}"] = refs[f"{nid}.{port}"] = ref
-        return values, refs, {"objective": values["objective"]}
+        metrics = {"objective": values["objective"]}
+        if front is not None:
+            metrics["hypervolume"] = values["hypervolume"]
+        return values, refs, metrics
+
+
+    def _artifact_ids(self, done: _Done) -> dict[str, str]:
+        """``NODE.PORT -> artifact id`` of a trial's owned outputs (read back if resumed)."""
+        outputs = done.outputs
+        if outputs is None:
+            outputs = self.host.recorder.run_outputs(done.info.trial_run_id) \
+                if done.info.trial_run_id else {}
+        return {f"{nid}.{port}": ref.id for nid in self.plan.owned
+                for port, ref in sorted(outputs.get(nid, {}).items())}
 
 
 class TrialScope:
@@ -329,16 +392,4 @@ class TrialScope:
         self.inner.end_run(run_id, status, error)
 
 
-def tuning_best(graph: Any, results: Mapping[str, Any], recorder: Any) -> dict[str, Any] | None:
-    """``best`` for ``run --json``: the last finished tuner's params and objective."""
-    best = None
-    for tid in graph.tuners:
-        result = results.get(tid)
-        if result is None or result.status not in ("succeeded", "cached"):
-            continue
-        best = {"node": tid, "params": recorder.load(result.outputs["params"]),
-                "objective": recorder.load(result.outputs["objective"])}
-    return best
-
-
-__all__ = ["TrialScope", "TuningFailed", "TuningLoop", "tuning_best"]
+__all__ = ["TrialScope", "TuningFailed", "TuningLoop"]

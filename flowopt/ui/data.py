@@ -153,10 +153,13 @@ def compare_view(store: Any, run_ids: Sequence[str]) -> dict[str, Any]:
 
 
 # -- tuner ---------------------------------------------------------------------------------
-def _pick_curve(keys: Sequence[str], attributes: Sequence[Mapping[str, Any]]) -> str | None:
+def _pick_curve(keys: Sequence[str], attributes: Sequence[Mapping[str, Any]],
+                node: str = "") -> str | None:
     named = [a.get("objective_key") for a in attributes if a.get("objective_key") in keys]
     if named:
         return named[0]
+    if f"{node}.objective" in keys:  # early stopping logs each trial's objective per rung
+        return f"{node}.objective"
     for word in ("val", "accuracy", "loss"):
         for key in keys:
             if word in key.rpartition(".")[2] and not figures.is_per_layer(key):
@@ -183,7 +186,7 @@ def tuner_view(store: Any, run_id: str, node: str, curve: str | None = None) -> 
     children = {t.record.trial_run_id: t.record.number for t in trials if t.record.trial_run_id}
     series = store.series_of_runs(list(children))
     keys = sorted({s.name for run in series.values() for s in run})
-    chosen = curve if curve in keys else _pick_curve(keys, [t.attributes for t in trials])
+    chosen = curve if curve in keys else _pick_curve(keys, [t.attributes for t in trials], node)
     curves = {children[r]: s for r, runs in series.items() for s in runs if s.name == chosen}
     names = [str(n) for n in config.get("objective_names") or []]
     hypervolume = detail.run.metrics.get(f"{node}.hypervolume")

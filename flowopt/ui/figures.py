@@ -74,7 +74,8 @@ def overlay_figure(key: str, runs: Sequence[tuple[str, Any]]) -> Figure:
 
 # -- tuners -----------------------------------------------------------------------------
 def _objective_values(trial: Any) -> list[float] | None:
-    values = (getattr(trial, "attributes", None) or {}).get("objectives")
+    values = getattr(getattr(trial, "record", trial), "objectives", None) \
+        or (getattr(trial, "attributes", None) or {}).get("objectives")
     if isinstance(values, (list, tuple)) and values and all(_finite(v) is not None for v in values):
         return [float(v) for v in values]
     return None
@@ -142,10 +143,11 @@ def tuner_figures(trials: Sequence[Any], mode: str = "max",
                                         "labels": [f"trial {n}" for n, _, _ in finite]}]})
     if curves:
         # A pruned trial stops at a rung: the steps it had used mark the rungs.
-        rungs = sorted({int(a["steps"]) for t in trials
-                        for a in [getattr(t, "attributes", None) or {}]
+        rungs = sorted({int(steps) for t in trials
+                        for steps in [getattr(getattr(t, "record", t), "steps", 0)
+                                      or (getattr(t, "attributes", None) or {}).get("steps")]
                         if getattr(t, "record", t).status == "pruned"
-                        and _finite(a.get("steps")) is not None})
+                        and _finite(steps) is not None})
         status = {r.number: r.status for r in records}
         figures.append({"id": "tuner:curves", "title": f"{curve_key} of each trial",
                         "type": "line", "x": {"label": "step", "log": False},

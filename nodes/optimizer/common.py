@@ -1,18 +1,38 @@
-"""What every optimizer kind shares: field types, the shared ``with:`` fields, `train`.
+"""What every optimizer kind shares, declared once: ports, shared fields, training.
+
+An optimizer kind is written as its algorithm alone — a function of the algorithm's own
+``with:`` fields that returns ``make(params) -> torch optimizer`` — and `optimizer_kind`
+turns it into a node kind:
+
+* the ports (inputs ``model``, ``data``, ``loss``, optional ``val``; output ``model``)
+  and the shared ``with:`` fields (`SHARED`: steps, batch_size, schedule, on_nonfinite,
+  eval_every, device) are added here, once, after the algorithm's fields;
+* ``mutable`` names the fields that may change between two training steps — the ones
+  the optimizer reads from its param groups at every step (lr, weight_decay, betas or
+  momentum where the algorithm has them) plus ``schedule`` (a pure function of the
+  step, `schedules.factor`) — and becomes the kind's `flowopt.training.Training`
+  declaration, with a pausable `training.Trainer` as its trainer. PBT, early stopping
+  and Self-Tuning Networks read that declaration, so they work with every optimizer
+  kind and refuse, at compile time, a search over a field not declared here.
 
 Torch-free on purpose: the kinds import this at registration time, and validating a
 pipeline must not import torch. The optimizer classes and the loop are imported inside
-`train` and the kinds' ``make`` functions, i.e. only when a node executes.
+the ``make`` functions and `start`, i.e. only when a node trains.
 """
 from __future__ import annotations
 
+import inspect
+import typing
 from typing import Annotated, Any, Callable, Literal
 
 from pydantic import Field, TypeAdapter
 
 from flowopt.artifacts import Dataset, Loss, Model
 from flowopt.context import Context
+from flowopt.registry import NodeFactory, node
+from flowopt.training import Training
 
+from .. import facts
 from .schedules import Constant, Schedule
 
 Rate = Annotated[float, Field(gt=0)]
@@ -25,6 +45,12 @@ Device = Literal["auto", "cpu", "cuda"]
 OnNonfinite = Literal["fail", "skip_step"]
 EvalEvery = Annotated[int, Field(ge=0)]
 CONSTANT = Constant()
+
+#: The shared ``with:`` fields: name -> (type, default), in the order kinds list them.
+SHARED: dict[str, tuple[Any, Any]] = {
+    "steps": (Steps, 200), "batch_size": (BatchSize, 64), "schedule": (Schedule, CONSTANT),
+    "on_nonfinite": (OnNonfinite, "fail"), "eval_every": (EvalEvery, 50),
+    "device": (Device, "auto")}
 
 SHARED_FIELDS_DOC = """\
 Shared by every optimizer kind — ports: inputs ``model``, ``data`` (the training set),
@@ -43,7 +69,7 @@ _SCHEDULE: TypeAdapter[Any] = TypeAdapter(Schedule)
 
 
 def with_shared_fields(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Append `SHARED_FIELDS_DOC` to a kind's docstring (apply it below ``@node``)."""
+    """Append `SHARED_FIELDS_DOC` to a kind's docstring."""
     fn.__doc__ = f"{(fn.__doc__ or '').rstrip()}\n\n{SHARED_FIELDS_DOC}"
     return fn
 
@@ -58,3 +84,76 @@ def train(kind: str, make: Callable[[Any], Any], model: Model, data: Dataset, lo
     return fit(model, data, loss, ctx, make_optimizer=make, steps=steps, batch_size=batch_size,
                device=device, name=kind, schedule=_SCHEDULE.validate_python(schedule),
                on_nonfinite=on_nonfinite, val=val, eval_every=eval_every)
+
+
+def _encode(state: Any) -> bytes:
+    from .training import encode_checkpoint
+
+    return encode_checkpoint(state)
+
+
+def _decode(payload: bytes) -> Any:
+    from .training import decode_checkpoint
+
+    return decode_checkpoint(payload)
+
+
+def optimizer_kind(name: str, *, mutable: tuple[str, ...], version: int = 1
+                   ) -> Callable[[Callable[..., Any]], NodeFactory]:
+    """Register algorithm function `algorithm` as optimizer kind `name` (module docstring).
+
+    `algorithm(**its fields) -> make(params)`; its docstring documents its fields and
+    becomes the kind's, with the shared fields and the mutable ones appended.
+    """
+    def decorate(algorithm: Callable[..., Any]) -> NodeFactory:
+        hints = typing.get_type_hints(algorithm, include_extras=True)
+        own = list(inspect.signature(algorithm).parameters.values())
+        clash = [p.name for p in own if p.name in SHARED or p.name in _PORTS]
+        if clash:
+            raise TypeError(f"optimizer kind '{name}': fields {clash} are shared or ports")
+        names = [p.name for p in own]
+
+        def start(config: Any, inputs: Any, ctx: Context) -> Any:
+            """A pausable `training.Trainer` for a validated config (`flowopt.training`)."""
+            from .training import Trainer
+
+            make = algorithm(**{k: config[k] for k in names})
+            return Trainer(inputs["model"], inputs["data"], inputs["loss"], ctx,
+                           make_optimizer=make, steps=config["steps"],
+                           batch_size=config["batch_size"], device=config["device"], name=name,
+                           schedule=_SCHEDULE.validate_python(config["schedule"]),
+                           on_nonfinite=config["on_nonfinite"], val=inputs.get("val"),
+                           eval_every=config["eval_every"], mutable=mutable)
+
+        defaults = {p.name: p.default for p in own if p.default is not p.empty}
+        defaults.update({k: d for k, (_, d) in SHARED.items()})
+
+        def run(model: Model, data: Dataset, loss: Loss, ctx: Context,
+                val: Dataset | None = None, **fields: Any) -> Model:
+            fields = {**defaults, **fields}  # called directly (tests) with some fields
+            make = algorithm(**{k: fields[k] for k in names})
+            return train(name, make, model, data, loss, val, ctx,
+                         **{k: fields[k] for k in SHARED})
+
+        parameters = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        annotation=t) for p, t in _PORTS.items()]
+        parameters.append(inspect.Parameter("val", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                            default=None, annotation=Dataset | None))
+        fields = [(p.name, hints.get(p.name, Any), p.default) for p in own]
+        fields += [(k, t, d) for k, (t, d) in SHARED.items()]
+        parameters += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d,
+                                         annotation=t) for k, t, d in fields]
+        run.__signature__ = inspect.Signature(parameters, return_annotation=Model)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": Model}
+        run.__module__, run.__qualname__ = algorithm.__module__, algorithm.__qualname__
+        run.__name__ = algorithm.__name__
+        changeable = ", ".join(f"``{f}``" for f in mutable)
+        run.__doc__ = (f"{(algorithm.__doc__ or '').rstrip()}\n\nMay change while it trains "
+                       f"(PBT, early stopping): {changeable}.\n\n{SHARED_FIELDS_DOC}")
+        declared = Training(mutable=mutable, start=start, encode=_encode, decode=_decode)
+        return node(name, version=version, describe=facts.training, training=declared)(run)
+
+    return decorate
+
+
+_PORTS = {"model": Model, "data": Dataset, "loss": Loss, "ctx": Context}

@@ -3,6 +3,8 @@
 ``block_size`` must be a positive multiple of 64: the CPU kernels run in parallel over
 blocks and write each block's uint8 codes, so blocks that start on a 64-byte boundary
 never share a cache line between two threads (no false sharing). The paper uses 2048.
+The algorithms read lr, betas (momentum) and weight decay from their param groups at
+every step, so those may change while a model trains (`common.optimizer_kind`).
 """
 from __future__ import annotations
 
@@ -10,38 +12,26 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from flowopt.artifacts import Dataset, Loss, Model
-from flowopt.context import Context
-from flowopt.registry import node
-
-from .. import facts
-
-from .common import (CONSTANT, BatchSize, Beta, Betas, Decay, Device, EvalEvery, OnNonfinite,
-                     Rate, Schedule, Steps, train, with_shared_fields)
+from .common import Beta, Betas, Decay, Rate, optimizer_kind
+from .standard import ADAM_MUTABLE
 
 BlockSize = Annotated[int, Field(ge=64, multiple_of=64)]
 MinSize = Annotated[int, Field(ge=0)]
 
 
-def _adam8bit(kind: str, decoupled: bool, model: Model, data: Dataset, loss: Loss,
-              val: Dataset | None, ctx: Context, options: dict[str, Any],
-              shared: dict[str, Any]) -> Model:
+def _adam8bit(decoupled: bool, **options: Any) -> Any:
     def make(params: Any) -> Any:
         from .algorithms.eightbit import Adam8bit
 
         return Adam8bit(params, decoupled=decoupled, **options)
 
-    return train(kind, make, model, data, loss, val, ctx, **shared)
+    return make
 
 
-@node("optimizer.adam8bit", describe=facts.training)
-@with_shared_fields
-def adam8bit(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
-             lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
+@optimizer_kind("optimizer.adam8bit", mutable=ADAM_MUTABLE)
+def adam8bit(lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
              weight_decay: Decay = 0.0, block_size: BlockSize = 2048,
-             min_8bit_size: MinSize = 4096, steps: Steps = 200, batch_size: BatchSize = 64,
-             schedule: Schedule = CONSTANT, on_nonfinite: OnNonfinite = "fail",
-             eval_every: EvalEvery = 50, device: Device = "auto") -> Model:
+             min_8bit_size: MinSize = 4096) -> Any:
     """Adam with 8-bit block-wise quantized states (Dettmers et al. 2022), `algorithms.eightbit.Adam8bit`.
 
     First moment in the signed, second in the unsigned dynamic-tree map, one float32
@@ -52,46 +42,28 @@ def adam8bit(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset
     a positive multiple of 64); ``min_8bit_size`` (4096, bitsandbytes' default: smaller
     tensors keep float32 states); plus the shared fields (see `optimizer`).
     """
-    options = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-               "block_size": block_size, "min_8bit_size": min_8bit_size}
-    return _adam8bit("optimizer.adam8bit", False, model, data, loss, val, ctx, options,
-                     {"steps": steps, "batch_size": batch_size, "device": device,
-                      "schedule": schedule, "on_nonfinite": on_nonfinite,
-                      "eval_every": eval_every})
+    return _adam8bit(False, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                     block_size=block_size, min_8bit_size=min_8bit_size)
 
 
-@node("optimizer.adamw8bit", describe=facts.training)
-@with_shared_fields
-def adamw8bit(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
-              lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
+@optimizer_kind("optimizer.adamw8bit", mutable=ADAM_MUTABLE)
+def adamw8bit(lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
               weight_decay: Decay = 0.01, block_size: BlockSize = 2048,
-              min_8bit_size: MinSize = 4096, steps: Steps = 200, batch_size: BatchSize = 64,
-              schedule: Schedule = CONSTANT, on_nonfinite: OnNonfinite = "fail",
-              eval_every: EvalEvery = 50, device: Device = "auto") -> Model:
+              min_8bit_size: MinSize = 4096) -> Any:
     """AdamW with 8-bit block-wise quantized states, `algorithms.eightbit.Adam8bit(decoupled=True)`.
 
     As ``optimizer.adam8bit`` — ``lr`` (1e-3), ``betas`` ([0.9, 0.999]), ``eps`` (1e-8),
     ``block_size`` (2048), ``min_8bit_size`` (4096) — except that ``weight_decay`` (0.01,
     PyTorch's AdamW default) is decoupled: θ ← θ(1 − lr·λ) before the Adam step.
     """
-    options = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-               "block_size": block_size, "min_8bit_size": min_8bit_size}
-    return _adam8bit("optimizer.adamw8bit", True, model, data, loss, val, ctx, options,
-                     {"steps": steps, "batch_size": batch_size, "device": device,
-                      "schedule": schedule, "on_nonfinite": on_nonfinite,
-                      "eval_every": eval_every})
+    return _adam8bit(True, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                     block_size=block_size, min_8bit_size=min_8bit_size)
 
 
-@node("optimizer.momentum8bit", describe=facts.training)
-@with_shared_fields
-def momentum8bit(model: Model, data: Dataset, loss: Loss, ctx: Context,
-                 val: Dataset | None = None, lr: Rate = 1e-3,
-                 momentum: Annotated[float, Field(gt=0, lt=1)] = 0.9, dampening: Beta = 0.0,
-                 nesterov: bool = False, weight_decay: Decay = 0.0,
-                 block_size: BlockSize = 2048, min_8bit_size: MinSize = 4096,
-                 steps: Steps = 200, batch_size: BatchSize = 64, schedule: Schedule = CONSTANT,
-                 on_nonfinite: OnNonfinite = "fail", eval_every: EvalEvery = 50,
-                 device: Device = "auto") -> Model:
+@optimizer_kind("optimizer.momentum8bit", mutable=("lr", "momentum", "weight_decay", "schedule"))
+def momentum8bit(lr: Rate = 1e-3, momentum: Annotated[float, Field(gt=0, lt=1)] = 0.9,
+                 dampening: Beta = 0.0, nesterov: bool = False, weight_decay: Decay = 0.0,
+                 block_size: BlockSize = 2048, min_8bit_size: MinSize = 4096) -> Any:
     """SGD with an 8-bit block-wise momentum buffer (Dettmers et al. 2022), `algorithms.eightbit.Momentum8bit`.
 
     The update is `torch.optim.SGD`'s; the buffer is stored in the signed dynamic map,
@@ -110,6 +82,4 @@ def momentum8bit(model: Model, data: Dataset, loss: Loss, ctx: Context,
                             nesterov=nesterov, weight_decay=weight_decay,
                             block_size=block_size, min_8bit_size=min_8bit_size)
 
-    return train("optimizer.momentum8bit", make, model, data, loss, val, ctx, steps=steps,
-                 batch_size=batch_size, device=device, schedule=schedule,
-                 on_nonfinite=on_nonfinite, eval_every=eval_every)
+    return make

@@ -1,8 +1,10 @@
 """Optimizer kinds with full-precision state: sgd, adam, adamw (torch.optim), lion, adamp,
 diffgrad, stable_spam (this package's torch optimizers, imported when a node runs).
 
-Each docstring lists the algorithm's ``with:`` fields and where each default comes from;
-the fields every optimizer shares are described in `common.SHARED_FIELDS_DOC`.
+Each function is the algorithm alone: its own ``with:`` fields, with where each default
+comes from, returning ``make(params)``; `common.optimizer_kind` adds the ports, the
+shared fields and the training declaration (``mutable``: what its optimizer reads from
+its param groups at every step, so it may change while a model trains).
 """
 from __future__ import annotations
 
@@ -10,14 +12,10 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from flowopt.artifacts import Dataset, Loss, Model
-from flowopt.context import Context
-from flowopt.registry import node
+from .common import Beta, Betas, Decay, Rate, optimizer_kind
 
-from .. import facts
-
-from .common import (CONSTANT, BatchSize, Beta, Betas, Decay, Device, EvalEvery, OnNonfinite,
-                     Rate, Schedule, Steps, train, with_shared_fields)
+#: lr and weight decay, the Adam family's betas, and the schedule (common's docstring)
+ADAM_MUTABLE = ("lr", "betas", "weight_decay", "schedule")
 
 
 def _torch_optim(name: str, **options: Any) -> Any:
@@ -29,13 +27,9 @@ def _torch_optim(name: str, **options: Any) -> Any:
     return make
 
 
-@node("optimizer.sgd", describe=facts.training)
-@with_shared_fields
-def sgd(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
-        lr: Rate = 1e-3, momentum: Beta = 0.0, nesterov: bool = False,
-        weight_decay: Decay = 0.0, steps: Steps = 200, batch_size: BatchSize = 64,
-        schedule: Schedule = CONSTANT, on_nonfinite: OnNonfinite = "fail",
-        eval_every: EvalEvery = 50, device: Device = "auto") -> Model:
+@optimizer_kind("optimizer.sgd", mutable=("lr", "momentum", "weight_decay", "schedule"))
+def sgd(lr: Rate = 1e-3, momentum: Beta = 0.0, nesterov: bool = False,
+        weight_decay: Decay = 0.0) -> Any:
     """Mini-batch stochastic gradient descent (Robbins & Monro 1951), `torch.optim.SGD`.
 
     ``with:`` fields, PyTorch's defaults: ``lr`` (1e-3), ``momentum`` (0.0; heavy-ball
@@ -45,58 +39,36 @@ def sgd(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | No
     """
     if nesterov and momentum == 0:
         raise ValueError("optimizer.sgd: nesterov needs momentum > 0")
-    make = _torch_optim("SGD", lr=lr, momentum=momentum, nesterov=nesterov,
+    return _torch_optim("SGD", lr=lr, momentum=momentum, nesterov=nesterov,
                         weight_decay=weight_decay)
-    return train("optimizer.sgd", make, model, data, loss, val, ctx, steps=steps,
-                 batch_size=batch_size, device=device, schedule=schedule,
-                 on_nonfinite=on_nonfinite, eval_every=eval_every)
 
 
-@node("optimizer.adam", describe=facts.training)
-@with_shared_fields
-def adam(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
-         lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
-         weight_decay: Decay = 0.0, steps: Steps = 200, batch_size: BatchSize = 64,
-         schedule: Schedule = CONSTANT, on_nonfinite: OnNonfinite = "fail",
-         eval_every: EvalEvery = 50, device: Device = "auto") -> Model:
+@optimizer_kind("optimizer.adam", mutable=ADAM_MUTABLE)
+def adam(lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
+         weight_decay: Decay = 0.0) -> Any:
     """Adam (Kingma & Ba 2015), `torch.optim.Adam`.
 
     ``with:`` fields with the paper's (and PyTorch's) defaults: ``lr`` (1e-3), ``betas``
     ([0.9, 0.999]), ``eps`` (1e-8), ``weight_decay`` (0.0, L2 added to the gradient);
     plus the shared fields (see `optimizer`).
     """
-    make = _torch_optim("Adam", lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
-    return train("optimizer.adam", make, model, data, loss, val, ctx, steps=steps,
-                 batch_size=batch_size, device=device, schedule=schedule,
-                 on_nonfinite=on_nonfinite, eval_every=eval_every)
+    return _torch_optim("Adam", lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
 
-@node("optimizer.adamw", describe=facts.training)
-@with_shared_fields
-def adamw(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
-          lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
-          weight_decay: Decay = 0.01, steps: Steps = 200, batch_size: BatchSize = 64,
-          schedule: Schedule = CONSTANT, on_nonfinite: OnNonfinite = "fail",
-          eval_every: EvalEvery = 50, device: Device = "auto") -> Model:
+@optimizer_kind("optimizer.adamw", mutable=ADAM_MUTABLE)
+def adamw(lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
+          weight_decay: Decay = 0.01) -> Any:
     """AdamW, Adam with decoupled weight decay (Loshchilov & Hutter 2019), `torch.optim.AdamW`.
 
     ``with:`` fields (defaults): ``lr`` (1e-3), ``betas`` ([0.9, 0.999]), ``eps`` (1e-8),
     as in Adam; ``weight_decay`` (0.01, PyTorch's default; applied as θ ← θ − lr·λ·θ, not
     through the gradient); plus the shared fields (see `optimizer`).
     """
-    make = _torch_optim("AdamW", lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
-    return train("optimizer.adamw", make, model, data, loss, val, ctx, steps=steps,
-                 batch_size=batch_size, device=device, schedule=schedule,
-                 on_nonfinite=on_nonfinite, eval_every=eval_every)
+    return _torch_optim("AdamW", lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
 
-@node("optimizer.lion", describe=facts.training)
-@with_shared_fields
-def lion(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
-         lr: Rate = 1e-4, betas: Betas = (0.9, 0.99), weight_decay: Decay = 0.0,
-         steps: Steps = 200, batch_size: BatchSize = 64, schedule: Schedule = CONSTANT,
-         on_nonfinite: OnNonfinite = "fail", eval_every: EvalEvery = 50,
-         device: Device = "auto") -> Model:
+@optimizer_kind("optimizer.lion", mutable=ADAM_MUTABLE)
+def lion(lr: Rate = 1e-4, betas: Betas = (0.9, 0.99), weight_decay: Decay = 0.0) -> Any:
     """Lion, sign of interpolated momentum (Chen et al. 2023), `algorithms.lion.Lion`.
 
     One state tensor (the momentum); float32 CPU tensors are updated by a fused numba
@@ -111,20 +83,13 @@ def lion(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | N
 
         return Lion(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
-    return train("optimizer.lion", make, model, data, loss, val, ctx, steps=steps,
-                 batch_size=batch_size, device=device, schedule=schedule,
-                 on_nonfinite=on_nonfinite, eval_every=eval_every)
+    return make
 
 
-@node("optimizer.adamp", describe=facts.training)
-@with_shared_fields
-def adamp(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
-          lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
+@optimizer_kind("optimizer.adamp", mutable=ADAM_MUTABLE)
+def adamp(lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
           weight_decay: Decay = 0.0, delta: Annotated[float, Field(gt=0)] = 0.1,
-          wd_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1, nesterov: bool = False,
-          steps: Steps = 200, batch_size: BatchSize = 64, schedule: Schedule = CONSTANT,
-          on_nonfinite: OnNonfinite = "fail", eval_every: EvalEvery = 50,
-          device: Device = "auto") -> Model:
+          wd_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1, nesterov: bool = False) -> Any:
     """AdamP: Adam without the radial update on scale-invariant weights (Heo et al. 2021).
 
     ``with:`` fields, defaults of the paper's code (clovaai/AdamP): ``lr`` (1e-3),
@@ -139,18 +104,12 @@ def adamp(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | 
         return AdamP(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                      delta=delta, wd_ratio=wd_ratio, nesterov=nesterov)
 
-    return train("optimizer.adamp", make, model, data, loss, val, ctx, steps=steps,
-                 batch_size=batch_size, device=device, schedule=schedule,
-                 on_nonfinite=on_nonfinite, eval_every=eval_every)
+    return make
 
 
-@node("optimizer.diffgrad", describe=facts.training)
-@with_shared_fields
-def diffgrad(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset | None = None,
-             lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
-             weight_decay: Decay = 0.0, steps: Steps = 200, batch_size: BatchSize = 64,
-             schedule: Schedule = CONSTANT, on_nonfinite: OnNonfinite = "fail",
-             eval_every: EvalEvery = 50, device: Device = "auto") -> Model:
+@optimizer_kind("optimizer.diffgrad", mutable=ADAM_MUTABLE)
+def diffgrad(lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
+             weight_decay: Decay = 0.0) -> Any:
     """diffGrad: Adam with a friction coefficient from the gradient change (Dubey et al. 2020).
 
     ``with:`` fields, defaults of the paper's code (shivram1987/diffGrad): ``lr`` (1e-3),
@@ -162,21 +121,13 @@ def diffgrad(model: Model, data: Dataset, loss: Loss, ctx: Context, val: Dataset
 
         return DiffGrad(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
-    return train("optimizer.diffgrad", make, model, data, loss, val, ctx, steps=steps,
-                 batch_size=batch_size, device=device, schedule=schedule,
-                 on_nonfinite=on_nonfinite, eval_every=eval_every)
+    return make
 
 
-@node("optimizer.stable_spam", describe=facts.training)
-@with_shared_fields
-def stable_spam(model: Model, data: Dataset, loss: Loss, ctx: Context,
-                val: Dataset | None = None, lr: Rate = 1e-3, betas: Betas = (0.9, 0.999),
-                eps: Rate = 1e-8, weight_decay: Decay = 0.0, gamma1: Beta = 0.7,
-                gamma2: Beta = 0.9, theta: Beta = 0.999,
-                reset_every: Annotated[int, Field(ge=0)] = 1000, steps: Steps = 200,
-                batch_size: BatchSize = 64, schedule: Schedule = CONSTANT,
-                on_nonfinite: OnNonfinite = "fail", eval_every: EvalEvery = 50,
-                device: Device = "auto") -> Model:
+@optimizer_kind("optimizer.stable_spam", mutable=ADAM_MUTABLE)
+def stable_spam(lr: Rate = 1e-3, betas: Betas = (0.9, 0.999), eps: Rate = 1e-8,
+                weight_decay: Decay = 0.0, gamma1: Beta = 0.7, gamma2: Beta = 0.9,
+                theta: Beta = 0.999, reset_every: Annotated[int, Field(ge=0)] = 1000) -> Any:
     """Stable-SPAM: Adam with adaptive spike clipping, norm normalisation and momentum
     reset (Huang et al. 2025).
 
@@ -193,6 +144,4 @@ def stable_spam(model: Model, data: Dataset, loss: Loss, ctx: Context,
         return StableSPAM(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                           gamma1=gamma1, gamma2=gamma2, theta=theta, reset_every=reset_every)
 
-    return train("optimizer.stable_spam", make, model, data, loss, val, ctx, steps=steps,
-                 batch_size=batch_size, device=device, schedule=schedule,
-                 on_nonfinite=on_nonfinite, eval_every=eval_every)
+    return make

@@ -8,15 +8,19 @@ The loop lives in `Trainer`, whose whole state is explicit so that training can 
 resume (Population Based Training): `Trainer.checkpoint` returns the weights, the
 optimizer state (8-bit codes and scales included), both generators' states, the pending
 batch order, the step and the loss window as ``(tensors, meta)`` — flat tensors plus JSON,
-storable with safetensors like any artifact — and `Trainer.restore` puts them back, so a
-run resumed at step k is bit-identical to an uninterrupted one. The lr schedule is a pure
-function of the step (`schedules.factor`), so it needs no state of its own.
+storable with safetensors like any artifact (`encode_checkpoint`) — and `Trainer.restore`
+puts them back, so a run resumed at step k is bit-identical to an uninterrupted one. The
+lr schedule is a pure function of the step (`schedules.factor`), so it needs no state of
+its own. `Trainer` is the `flowopt.training.PausableTrainer` every optimizer kind
+declares (`common.optimizer_kind`); `Trainer.update` changes its mutable fields between
+two steps (PBT, Self-Tuning Networks).
 """
 from __future__ import annotations
 
 import copy
+import json
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -107,13 +111,14 @@ class Trainer:
                  make_optimizer: Callable[[Any], torch.optim.Optimizer], steps: int,
                  batch_size: int, device: str, name: str, schedule: Any = None,
                  on_nonfinite: str = "fail", val: Dataset | None = None,
-                 eval_every: int = 0):
+                 eval_every: int = 0, mutable: tuple[str, ...] = ()):
         if len(data) == 0:
             raise ValueError(f"{name}: the training dataset is empty")
         check_task(name, loss, model, data, val)
         self.ctx, self.name, self.steps = ctx, name, steps
         self.schedule = schedule if schedule is not None else Constant()
         self.on_nonfinite, self.eval_every = on_nonfinite, eval_every
+        self.mutable = mutable  # fields `update` may change (the kind's declaration)
         self.model_in, self.device = model, resolve_device(device, ctx)
         # Share the cores with the nodes running beside this one (see Context.threads).
         torch.set_num_threads(ctx.threads)
@@ -201,6 +206,29 @@ class Trainer:
             self.val_curve.append([step, accuracy])
         self.module.train()
 
+    def update(self, fields: Mapping[str, Any]) -> None:
+        """Change mutable fields from the next step on (`flowopt.training.PausableTrainer`).
+
+        ``lr`` sets the base rate the schedule multiplies; ``schedule`` the schedule
+        (a pure function of the step); any other field is set in every param group,
+        where the optimizer reads it at each step (``betas`` as a tuple).
+        """
+        from .schedules import Schedule
+        from pydantic import TypeAdapter
+
+        refused = [k for k in fields if k not in self.mutable]
+        if refused:
+            raise ValueError(f"{self.name}: '{refused[0]}' cannot change while it trains "
+                             f"(it can change: {', '.join(self.mutable) or 'nothing'})")
+        for key, value in fields.items():
+            if key == "lr":
+                self.base_lrs = [float(value)] * len(self.optimizer.param_groups)
+            elif key == "schedule":
+                self.schedule = TypeAdapter(Schedule).validate_python(value)
+            else:
+                for group in self.optimizer.param_groups:
+                    group[key] = tuple(value) if isinstance(value, list) else value
+
     # -- results and checkpoints -----------------------------------------------------
     def result(self) -> Model:
         """The trained model, on the CPU in eval mode, with what was learned in ``meta``."""
@@ -260,8 +288,11 @@ class Trainer:
                 "val_curve": self.val_curve, "optimizer_scalars": scalars}
         return tensors, meta
 
-    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> "Trainer":
-        """Continue from `checkpoint`'s output (same kind, config, data and seed)."""
+    def restore(self, tensors: Any, meta: dict[str, Any] | None = None) -> "Trainer":
+        """Continue from `checkpoint`'s output (same kind, config, data and seed), given as
+        the ``(tensors, meta)`` pair or as its two parts."""
+        if meta is None:
+            tensors, meta = tensors
         if meta["steps"] != self.steps:
             raise ValueError(f"{self.name}: checkpoint is for a run of {meta['steps']} steps, "
                              f"this one has {self.steps}")
@@ -288,6 +319,25 @@ class Trainer:
         self.skipped, self.last_loss = int(meta["skipped"]), float(meta["last_loss"])
         self.val_curve = [list(point) for point in meta["val_curve"]]
         return self
+
+
+def encode_checkpoint(state: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> bytes:
+    """A `Trainer.checkpoint` as safetensors bytes (the JSON meta in safetensors' metadata)."""
+    from safetensors.torch import save
+
+    tensors, meta = state
+    return save({k: v.contiguous() for k, v in tensors.items()},
+                metadata={"meta": json.dumps(meta, allow_nan=True)})
+
+
+def decode_checkpoint(payload: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """`encode_checkpoint`'s bytes back as ``(tensors, meta)``."""
+    from safetensors.torch import load
+
+    tensors = load(payload)
+    header_len = int.from_bytes(payload[:8], "little")
+    header = json.loads(payload[8:8 + header_len])
+    return tensors, json.loads(header["__metadata__"]["meta"])
 
 
 def fit(model: Model, data: Dataset, loss: Loss, ctx: Context, *,

@@ -195,3 +195,5 @@ def nupes(model: Model, ctx: Context, calibration: Dataset | None = None, bits: 
     quantized = quantize_model(private, calibration, bits=bits, iters=iters,
                                batch_size=batch_size, generator=ctx.torch_generator())
     return _outputs(ctx, private, quantized, calibration)
+
+from . import method as _method  # noqa: E402,F401 - registers quantizer.method

@@ -17,8 +17,9 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import Field
 
+from flowopt.tuning import Strategy, register_tuner
+
 from .sampling import params_key, points
-from .strategy import Strategy, register_tuner
 
 
 class GridConfig(pydantic.BaseModel):
@@ -37,6 +38,8 @@ class GridSearch(Strategy):
     trial's outputs (out). ``with:``: the framework's (mode, trials, parallel,
     max_failures, warm_start) plus ``grid_points`` (5) and ``shuffle`` (true).
     """
+
+    multi_objective = True  # proposals ignore the objectives: any number works
 
     Config = GridConfig
 

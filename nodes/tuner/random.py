@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from flowopt.tuning import Strategy, register_tuner
+
 from .sampling import draw
-from .strategy import Strategy, register_tuner
 
 
 class RandomSearch(Strategy):
@@ -24,6 +25,8 @@ class RandomSearch(Strategy):
     trial's outputs (out). ``with:``: mode, trials, parallel, max_failures, warm_start
     (the framework's; see docs/tuners.md). Seeded by the node's seed.
     """
+
+    multi_objective = True  # proposals ignore the objectives: any number works
 
     def ask(self, pending: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         import numpy as np

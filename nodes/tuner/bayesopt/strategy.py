@@ -33,8 +33,9 @@ import numpy as np
 import pydantic
 from pydantic import Field
 
+from flowopt.tuning import Strategy, register_tuner
+
 from ..space import SearchSpace
-from ..strategy import Strategy, register_tuner
 
 
 class BayesOptConfig(pydantic.BaseModel):
@@ -73,6 +74,15 @@ class BayesOpt(Strategy):
     config: BayesOptConfig
 
     _LOCAL_PER_START = 32   # random-search perturbations per start and round (nei, kg)
+    multi_objective = True  # several objectives: constructed as `multi.MultiObjectiveBayesOpt`
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        mode = kwargs.get("mode")
+        if cls is BayesOpt and mode is not None and not isinstance(mode, str):
+            from .multi import MultiObjectiveBayesOpt
+
+            return MultiObjectiveBayesOpt(*args, **kwargs)
+        return super().__new__(cls)
     _KG_DOMAIN = 32         # high-mean candidates added to KG's discrete domain
 
     def __init__(self, space, *, mode, seed, budget, config=None) -> None:

@@ -8,11 +8,12 @@ owned nodes between the optimizer and the objective (e.g. an evaluator) on the
 member's model, so the objective is whatever metric port the tuner is bound to.
 
 Checked at compile time (`check_plan`, exit 2, one line): the tuner owns exactly one
-optimizer node, of kind ``optimizer.sgd``, ``optimizer.adam`` or ``optimizer.adamw``,
-and every searched param sets one of that node's fields that training can change
-mid-run (`training.MUTABLE`: lr, weight_decay, and momentum for SGD). A param reaching
-anything else (a model width, a batch size, an evaluator) is refused, as the paper's
-"hyperparameters that can be changed during training" require.
+node whose kind trains and can pause (every optimizer kind declares it:
+`flowopt.training.Training`), and every searched param is the whole value of one of
+that node's fields the kind declares ``mutable`` (lr, weight decay, betas or momentum,
+schedule: `flowopt.tuning.subgraph.mutable_fields`). A param reaching anything else (a
+model width, a batch size, eps, an evaluator) is refused, naming the field, as the
+paper's "hyperparameters that can be changed during training" require.
 
 Outputs: ``params`` (the best member's params at the end), ``objective`` (its last
 score), ``schedule`` (its hyperparameter schedule: ``origin`` — the member whose initial
@@ -30,14 +31,10 @@ from pydantic import Field
 
 from flowopt.registry import Port
 from flowopt.spec import PARAM_REF
+from flowopt.tuning import Strategy, register_tuner
+from flowopt.tuning.subgraph import mutable_fields
 
-from ..strategy import Strategy, register_tuner
 from .policy import PbtConfig, initial_params
-
-TRAINABLE_KINDS = {"optimizer.sgd": "sgd", "optimizer.adam": "adam", "optimizer.adamw": "adamw"}
-MUTABLE = {"sgd": ("lr", "momentum", "weight_decay"), "adam": ("lr", "weight_decay"),
-           "adamw": ("lr", "weight_decay")}  # the same as training.MUTABLE (no torch here)
-SHARED = ("steps", "batch_size", "schedule", "on_nonfinite", "eval_every", "device")
 
 
 class PbtNodeConfig(PbtConfig):
@@ -45,14 +42,6 @@ class PbtNodeConfig(PbtConfig):
     optimizer node's own ``steps``, so the tuned node trains as long as it would alone)."""
 
     steps: int | None = Field(None, ge=1)
-
-
-def _trainer_node(plan: Any, kinds: Mapping[str, Any]) -> list[str]:
-    return [nid for nid in plan.owned if _kind_name(kinds[nid]).startswith("optimizer.")]
-
-
-def _kind_name(kind: Any) -> str:
-    return kind if isinstance(kind, str) else kind.name
 
 
 def param_fields(spec: Any, node_id: str, names: Sequence[str]) -> dict[str, list[str]]:
@@ -91,28 +80,15 @@ class PopulationBasedTraining(Strategy):
     def check_plan(plan: Any, spec: Any, kinds: Mapping[str, Any], configs: Any,
                    error: Any) -> None:
         """Refuse what PBT cannot train (see the module docstring)."""
-        trainers = _trainer_node(plan, kinds)
-        if len(trainers) != 1:
-            raise error(("nodes", plan.node_id, "in", "objective"),
-                        f"tuner.pbt needs exactly one optimizer node between the searched "
-                        f"params and the objective; '{plan.node_id}' owns "
-                        f"{len(trainers)} ({', '.join(trainers) or 'none'})")
-        train = trainers[0]
-        kind = _kind_name(kinds[train])
-        if kind not in TRAINABLE_KINDS:
-            raise error(("nodes", train, "kind"),
-                        f"tuner.pbt trains with {', '.join(TRAINABLE_KINDS)}; '{train}' is {kind}")
-        allowed = MUTABLE[TRAINABLE_KINDS[kind]]
-        fields = param_fields(spec, train, list(plan.space))
-        for nid in plan.owned:
-            for key, value in spec.nodes[nid].config.items():
-                for name in set(PARAM_REF.findall(str(value))) & set(plan.space):
-                    if nid != train or key not in allowed or key not in fields[name]:
-                        raise error(("search", name),
-                                    f"tuner.pbt: searched param '{name}' sets {nid}.with.{key}, "
-                                    f"which cannot change while a member trains (PBT can "
-                                    f"change {train}'s {', '.join(allowed)})",
-                                    hint="search it with tuner.random or tuner.bayesopt instead")
+        mutable_fields(plan, spec, kinds, error, who="tuner.pbt")
+
+    @staticmethod
+    def replay(recorder: Any, run_id: str, node_id: str | None = None, *,
+               pipeline: Any = None, plugins: Any = None) -> dict[str, Any]:
+        """``flowopt pbt replay``: retrain a finished run's best member (`session.replay_run`)."""
+        from .session import replay_run
+
+        return replay_run(recorder, run_id, node_id, pipeline=pipeline, plugins=plugins)
 
     def run_owned(self, session: Any) -> dict[str, Any]:
         """Train the population (see the module docstring); returns the tuner's values."""

@@ -170,7 +170,7 @@ def decision_rng(seed: int, member: int, step: int, stream: int = 0) -> np.rando
     """The generator for one member's decision at one step (independent of timing).
 
     ``stream`` separates uses at the same step (0: decisions, 1: initial params, 2: the
-    extra draws of `baseline.random_search`).
+    extra draws of the paired random search in ``benchmarks/pbt_baseline.py``).
     """
     return np.random.default_rng([seed & 0xFFFFFFFF, member, step, stream])
 

@@ -27,7 +27,9 @@ schedule is read back.
 
 Random numbers: a member's decision at a step draws from ``decision_rng(seed, member,
 step)``. With ``parallel=1`` segments run in submission order, so a run is exactly
-reproducible; with more workers the decisions are reproducible given the scores seen.
+reproducible — also across a kill: a resumed run queues its members in the order of
+their latest events, the order they were queued in before — and with more workers the
+decisions are reproducible given the scores seen.
 """
 from __future__ import annotations
 
@@ -159,6 +161,16 @@ def fold(events: Iterable[Event]) -> dict[int, Member]:
     return members
 
 
+def settled(events: Sequence[Event]) -> list[Event]:
+    """The events of a killed run that a resumed one continues from: all of them, less a
+    last ``exploit`` whose ``explore`` was never written (the controller emits the two
+    together, so only the very last event can be one). Without it the member is back
+    before that decision: it trains the segment again — same score, it is deterministic —
+    and decides again, as the run that was killed would have."""
+    events = list(events)
+    return events[:-1] if events and events[-1].event == "exploit" else events
+
+
 def _history_at(member: Member, step: int) -> Schedule:
     return tuple((s, p) for s, p in member.schedule if s < step) or member.schedule[:1]
 
@@ -255,7 +267,7 @@ class Population:
     # -- the loop -------------------------------------------------------------------------
     def run(self, resume: Iterable[Event] = ()) -> Result:
         """Train the population to ``steps``; `resume` = events of an interrupted run."""
-        previous = list(resume)
+        previous = settled(list(resume))
         self.events.extend(previous)
         members = fold(previous)
         for k in range(self.config.population):
@@ -266,8 +278,12 @@ class Population:
         pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="pbt")
         running: dict[Future, tuple[int, int]] = {}  # future -> (submission number, member)
         submitted = itertools.count()
+        # Members go back to work in the order their segments were queued in — the order of
+        # their latest decisions — not in index order: with one worker that order decides
+        # which scores each later decision sees, so a resumed run decides as if never killed.
+        latest = {e.member: i for i, e in enumerate(self.events)}
         try:
-            for k in sorted(members):
+            for k in sorted(members, key=lambda k: (latest.get(k, -1), k)):
                 if not members[k].finished:
                     running[pool.submit(self._segment, members[k])] = (next(submitted), k)
             while running:

@@ -18,12 +18,14 @@ from typing import Any, Mapping
 from flowopt.artifacts import as_metric
 from flowopt.context import Context
 from flowopt.errors import FlowoptError
-from flowopt.tuning.records import TrialInfo
+from flowopt.tuning import FrozenTrial, PopulationRecorder, TrainingSession
 
-from .node import TRAINABLE_KINDS, _trainer_node, param_fields
+from .checkpoints import RecorderCheckpoints
+
+from .node import param_fields
 from .policy import badness
-from .population import Member, Population, fold, replay
-from .training import TrainerTrainable, decode, encode
+from .population import Member, Population, fold, replay, settled
+from .training import SHARED, TrainerTrainable, decode, encode
 from .writer import WriteBehind
 
 
@@ -43,12 +45,10 @@ class NodeTrainable(TrainerTrainable):
         node = graph.nodes[train_id]
         config = dict(node.config)
         inputs = {port: values[f"{b.node}.{b.port}"] for port, b in node.inputs.items()}
-        fixed = {k: (tuple(v) if k == "betas" else v) for k, v in config.items()
-                 if k not in ("steps", "batch_size", "schedule", "on_nonfinite", "eval_every",
-                              "device")}
+        fixed = {k: v for k, v in config.items() if k not in SHARED}
         resolved = "cpu" if device == "auto" else device
         super().__init__(inputs["model"], inputs["data"], inputs.get("val"), inputs["loss"],
-                         optimizer=TRAINABLE_KINDS[node.kind.name], steps=steps,
+                         optimizer=node.kind.name, steps=steps,
                          batch_size=config["batch_size"], seed=seed, threads=threads,
                          device=resolved, fixed=fixed, cancel=cancel,
                          schedule=_SCHEDULE.validate_python(config["schedule"]))
@@ -89,7 +89,7 @@ def build_trainable(graph: Any, plan: Any, config: Any, values: Mapping[str, Any
                     seed: int, device: str = "auto", threads: int = 1,
                     cancel: threading.Event | None = None) -> NodeTrainable:
     """The `Trainable` of a ``tuner.pbt`` plan; ``config`` is the node's `PbtNodeConfig`."""
-    train_id = _trainer_node(plan, {nid: n.kind for nid, n in graph.nodes.items()})[0]
+    train_id = plan.training[0]
     steps = config.steps or int(graph.nodes[train_id].config["steps"])
     return NodeTrainable(graph, plan, train_id, values, steps=steps, seed=seed, device=device,
                          threads=threads, cancel=cancel or threading.Event())
@@ -108,9 +108,7 @@ def best_of(members: Mapping[int, Member], mode: str) -> Member:
 class PopulationSession:
     """Runs the population for one node execution (see the module docstring)."""
 
-    def __init__(self, strategy: Any, session: Any) -> None:
-        from flowopt.store.population import StoreCheckpoints
-
+    def __init__(self, strategy: Any, session: TrainingSession) -> None:
         self.strategy, self.session = strategy, session
         self.config = strategy.config
         self.trainable = build_trainable(session.graph, session.plan, self.config, session.values,
@@ -118,8 +116,8 @@ class PopulationSession:
                                          threads=session.threads, cancel=session.cancel)
         self.recorder = session.recorder
         self.writer: WriteBehind | None = None  # while the population trains
-        self.checkpoints = StoreCheckpoints(self.recorder, encode, decode,
-                                            keep=4 * self.config.population)
+        self.checkpoints = RecorderCheckpoints(self.recorder, encode, decode,
+                                               keep=4 * self.config.population)
         self.trainable.live = self.config.population  # a parked Trainer per member
         self.params: dict[int, dict[str, Any]] = {}
         self.trained = 0
@@ -129,7 +127,7 @@ class PopulationSession:
         previous: list[Any] = []
         earlier = s.resumable()
         if earlier is not None:  # continue a killed run: its decisions become ours
-            previous = self.recorder.population_events(earlier, s.node.id)
+            previous = settled(self.recorder.population_events(earlier, s.node.id))
             self.recorder.record_population_events(s.run_id, s.node.id, previous)
             for member in fold(previous).values():
                 self._member_row(member.member, member.params, member.score, member.finished)
@@ -189,44 +187,39 @@ class PopulationSession:
                     finished: bool) -> None:
         s = self.session
         score = score if score is not None and math.isfinite(score) else None
-        self.recorder.record_trial(TrialInfo(
+        self.recorder.record_trial(FrozenTrial(
             run_id=s.run_id, node_id=s.node.id, number=member, params=dict(params),
-            status="succeeded" if finished else "running", objective=score,
+            status="succeeded" if finished else "running", values=score,
             attributes=dict(s.attributes)))
 
 
-def replay_run(store: Any, run_id: str, node_id: str | None = None, *,
+def replay_run(recorder: PopulationRecorder, run_id: str, node_id: str | None = None, *,
                pipeline: Any = None, plugins: Any = None) -> dict[str, Any]:
     """Retrain run `run_id`'s best member from scratch along its schedule (same inputs,
-    read from the store); returns the member, the recorded and the replayed scores.
+    read back through `recorder`); returns the member, the recorded and the replayed scores.
 
-    The stored spec's plugins are imported only from `pipeline` (the run's own file,
-    hash-checked) or `plugins` (named by the caller): see `flowopt.spec.stored_spec`."""
+    `run_id` must be a full id (the CLI resolves prefixes). The stored spec's plugins are
+    imported only from `pipeline` (the run's own file, hash-checked) or `plugins` (named
+    by the caller): see `flowopt.spec.stored_spec`."""
     from flowopt.graph import compile_pipeline
     from flowopt.spec import stored_spec
-    from flowopt.store.schema import Run
-    from sqlalchemy import select
-    from flowopt.store.population import read_events, tuner_inputs, tuner_nodes
     from flowopt.tuning.kinds import split_config
 
-    run_id = store.resolve_run_id(run_id)
-    nodes = tuner_nodes(store.engine, run_id)
+    nodes = recorder.population_nodes(run_id)
     if not nodes:
         raise FlowoptError(f"run {run_id} has no population events (is it a tuner.pbt run?)")
     node_id = node_id or nodes[0]
-    spec, refs = tuner_inputs(store.engine, run_id, node_id)
+    spec, refs = recorder.node_inputs(run_id, node_id)
     if not refs:
         raise FlowoptError(f"run {run_id}: tuner '{node_id}' did not finish, nothing to replay",
                            hint="run the pipeline again to resume it, then replay")
-    with store.engine.connect() as conn:
-        source_hash = conn.execute(select(Run.source_hash).where(Run.id == run_id)).scalar()
-    graph = compile_pipeline(stored_spec(spec, source_hash=source_hash, pipeline=pipeline,
-                                         plugins=plugins))
-    plan, node = graph.tuners[node_id], graph.nodes[node_id]
+    graph = compile_pipeline(stored_spec(spec, source_hash=recorder.run_source_hash(run_id),
+                                         pipeline=pipeline, plugins=plugins))
+    plan, node = graph.owners[node_id], graph.nodes[node_id]
     framework, config = split_config(node.kind.name, dict(node.config))
-    values = {port: store.load(ref) for port, ref in refs.items()}
+    values = {port: recorder.load(ref) for port, ref in refs.items()}
     trainable = build_trainable(graph, plan, config, values, seed=node.seed)
-    member = best_of(fold(read_events(store.engine, run_id, node_id)), framework.mode)
+    member = best_of(fold(recorder.population_events(run_id, node_id)), framework.mode)
     _, score = replay(trainable, member)
     return {"run_id": run_id, "node": node_id, "member": member.member, "origin": member.origin,
             "recorded": member.score, "replayed": score, "same": score == member.score,

@@ -7,9 +7,11 @@ on; that is how PBT changes params mid-run, and since restore is exact (the opti
 nodes test it), a member trained in segments equals one trained straight through with
 the same schedule — which is what makes replay reproduce the best member.
 
-Only hyperparameters that live in the optimizer's param groups can change mid-run
-(`MUTABLE`); anything else (a model width, a batch size) would need a new model or a
-new data order, so searching it is refused before anything runs (`check_space`).
+Only the fields the optimizer kind declares ``mutable`` (`flowopt.training.Training`:
+what its optimizer reads from its param groups at every step, and the schedule) can
+change mid-run; anything else (a model width, a batch size) would need a new model or a
+new data order, so searching it is refused before anything runs (`check_space`). The
+trainer is the kind's own (``training.start``), so every optimizer kind trains here.
 The score of a segment is the validation accuracy at its end (the objective PBT ranks).
 
 Between segments the `Trainer` that produced a state is kept ("parked") beside it: a
@@ -22,7 +24,6 @@ two members continue from is restored for the second (tested).
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -33,17 +34,30 @@ import torch
 from flowopt.artifacts import Dataset, Loss, Model
 from flowopt.context import Context
 from flowopt.errors import FlowoptError
+from flowopt.registry import REGISTRY, NodeKind
 
-from ...optimizer.training import Trainer
+from ...optimizer.training import Trainer, decode_checkpoint, encode_checkpoint
 
-OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
-MUTABLE = {"sgd": ("lr", "momentum", "weight_decay"), "adam": ("lr", "weight_decay"),
-           "adamw": ("lr", "weight_decay")}
+SHARED = ("steps", "batch_size", "schedule", "on_nonfinite", "eval_every", "device")
+
+
+def optimizer_kind(optimizer: str) -> NodeKind:
+    """The optimizer kind a short name (``adam``) or a kind name names, if it can pause."""
+    name = optimizer if "." in optimizer else f"optimizer.{optimizer}"
+    try:
+        kind = REGISTRY.get(name)
+    except KeyError:
+        kind = None
+    if kind is None or kind.training is None:
+        trainable = sorted(n for n in REGISTRY.names() if REGISTRY.get(n).training is not None)
+        raise FlowoptError(f"tuner.pbt: unknown optimizer '{optimizer}' "
+                           f"(one of: {', '.join(trainable)})")
+    return kind
 
 
 def check_space(names: Any, optimizer: str) -> None:
     """Refuse searched params that training cannot change mid-run (one clear line)."""
-    allowed = MUTABLE[optimizer]
+    allowed = optimizer_kind(optimizer).training.mutable
     for name in names:
         if name not in allowed:
             raise FlowoptError(
@@ -53,22 +67,8 @@ def check_space(names: Any, optimizer: str) -> None:
                 hint="search it with tuner.random or tuner.bayesopt instead")
 
 
-def encode(state: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> bytes:
-    """A checkpoint as safetensors bytes (the JSON meta in safetensors' metadata)."""
-    from safetensors.torch import save
-
-    tensors, meta = state
-    return save({k: v.contiguous() for k, v in tensors.items()},
-                metadata={"meta": json.dumps(meta, allow_nan=True)})
-
-
-def decode(payload: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors.torch import load
-
-    tensors = load(payload)
-    header_len = int.from_bytes(payload[:8], "little")
-    header = json.loads(payload[8:8 + header_len])
-    return tensors, json.loads(header["__metadata__"]["meta"])
+encode = encode_checkpoint  # a checkpoint as safetensors bytes (optimizer.training)
+decode = decode_checkpoint
 
 
 def _quiet_context(seed: int, threads: int, device: str, cancel: threading.Event) -> Context:
@@ -77,10 +77,12 @@ def _quiet_context(seed: int, threads: int, device: str, cancel: threading.Event
 
 
 class TrainerTrainable:
-    """Members that train `model` on `data` with a torch optimizer; score = accuracy on `val`.
+    """Members that train `model` on `data` with an optimizer kind; score = accuracy on `val`.
 
-    ``steps`` is the whole run's length (the Trainer's schedule position depends on it);
-    ``fixed`` are optimizer options that are not searched (e.g. betas). Each member
+    ``optimizer`` names the kind (``adam`` or ``optimizer.adam8bit``: any kind that
+    declares training). ``steps`` is the whole run's length (the Trainer's schedule
+    position depends on it); ``fixed`` are the kind's fields that are not searched (e.g.
+    betas). Each member
     starts from the same weights, with its own batch order and dropout stream (seeded
     from ``seed`` and the member number). ``live`` is how many idle trainers are kept
     parked for the states they produced (see the module docstring; 0 turns it off).
@@ -91,9 +93,7 @@ class TrainerTrainable:
                  threads: int = 1, device: str = "cpu", fixed: Mapping[str, Any] | None = None,
                  cancel: threading.Event | None = None, schedule: Any = None,
                  live: int = 16) -> None:
-        if optimizer not in OPTIMIZERS:
-            raise FlowoptError(f"tuner.pbt: unknown optimizer '{optimizer}' "
-                               f"(one of: {', '.join(OPTIMIZERS)})")
+        self.kind = optimizer_kind(optimizer)
         self.model, self.data, self.val, self.loss = model, data, val, loss
         self.optimizer, self.steps, self.batch_size = optimizer, steps, batch_size
         self.seed, self.threads, self.device = seed, threads, device
@@ -107,15 +107,16 @@ class TrainerTrainable:
         self._parked: OrderedDict[int, tuple[Any, dict[str, Any], Trainer]] = OrderedDict()
 
     def _trainer(self, member: int, params: Mapping[str, Any]) -> Trainer:
-        cls = getattr(torch.optim, OPTIMIZERS[self.optimizer])
-        options = {**self.fixed, **{k: v for k, v in params.items()
-                                    if k in MUTABLE[self.optimizer]}}
+        mutable = self.kind.training.mutable
+        options = {**self.fixed, **{k: v for k, v in params.items() if k in mutable}}
+        schedule = self.schedule.model_dump() if self.schedule is not None else "constant"
+        config = self.kind.config.model_validate(
+            {"schedule": schedule, **options, "steps": self.steps,
+             "batch_size": self.batch_size, "device": self.device}).model_dump(mode="json")
         ctx = _quiet_context(self.seed * 1_000_003 + member, self.threads, self.device,
                              self.cancel)
-        return Trainer(self.model, self.data, self.loss, ctx,
-                       make_optimizer=lambda p: cls(p, **options), steps=self.steps,
-                       batch_size=self.batch_size, device=self.device,
-                       name=f"tuner.pbt member {member}", schedule=self.schedule)
+        return self.kind.training.start(
+            config, {"model": self.model, "data": self.data, "loss": self.loss}, ctx)
 
     def start(self, member: int, params: Mapping[str, Any]) -> Any:
         trainer = self._trainer(member, params)

@@ -1,5 +1,8 @@
 """Random search on PBT's budget, paired with its population: was exploit/explore worth it?
 
+Measuring apparatus shared by ``benchmarks/pbt.py`` and ``tests/test_claims_pbt.py``
+(which loads this file by its path); not part of the package.
+
 The paper's claim is that PBT, on the compute of a random search, ends better. At small
 scale the draws dominate: four members drawn afresh can all be worse (or better) than
 four others. So the baseline here is paired: its first trials are the population's own
@@ -16,10 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flowopt.nodes.tuner.pbt.policy import Mode, badness, decision_rng, initial_params, sample
+from flowopt.nodes.tuner.pbt.population import Trainable
 from flowopt.spec import Domain
-
-from .policy import Mode, badness, decision_rng, initial_params, sample
-from .population import Trainable
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,276 @@
+"""Multi-objective tuning: flowopt's strategies vs Optuna 5's samplers, by hypervolume.
+
+Every tuner runs in one process through its ask/tell interface on the same functions,
+seeds and budgets, all objectives minimised:
+
+* BraninCurrin (2 params on [0, 1]², 2 objectives; reference point [18, 6], the largest
+  hypervolume 59.36 — BoTorch's test problem);
+* ZDT1 with 6 params (2 objectives; reference [11, 11]; the front's hypervolume ≈ 120.67);
+* DTLZ2 with 6 params and 3 objectives (reference [1.1, 1.1, 1.1]; ≈ 0.8074).
+
+Tuners: flowopt ``tuner.bayesopt`` with several objectives (NEHVI; ``-ref``: given the
+problem's reference point as ``reference_point``, otherwise inferred from the
+observations), ``tuner.nsga2`` and ``tuner.random``; Optuna's default ``TPESampler``, ``NSGAIISampler``, ``GPSampler`` (log
+EHVI for several objectives) and ``RandomSampler``. The **hypervolume** of the first 25 /
+50 / 100 evaluations is exact (`flowopt.tuning.pareto.hypervolume`, checked against
+brute force in tests/test_hypervolume.py), reported as the mean over seeds. **Overhead
+per trial** is the tuner's own time (ask + the params' suggestion + tell) averaged over
+the ten trials that end at 100 observations, as CPU time of the process
+(`time.process_time`, every thread counted) — on a shared machine wall-clock time
+measures the neighbours — and as wall-clock time beside it. Run with one BLAS/OpenMP
+thread (``OMP_NUM_THREADS=1``) so that both tuners compute on one core.
+
+**The showcase** (``--showcase``): pipelines/pareto_quantize.yaml run through the engine
+with ``tuner.bayesopt``, ``tuner.nsga2`` (population 8) and ``tuner.random``, 30 trials,
+2 at a time, seeds 0..n-1 (``-s seed=``), hypervolume of accuracy (max) against bytes (min)
+at the reference point [0.8, 12000] after 10 / 20 / 30 trials, and the run's CPU time.
+Optuna is not run on it: its trials would have to re-implement the engine's caching.
+
+Usage (from the repository root, in the venv with the ``bench`` extra)::
+
+    python benchmarks/multi_objective.py                      # 5 seeds, 100 evaluations
+    python benchmarks/multi_objective.py --seeds 2 --evals 50 --tuners flowopt-bayesopt optuna-gp
+    python benchmarks/multi_objective.py --json out.json      # the raw numbers too
+    python benchmarks/multi_objective.py --showcase --seeds 3 --problems   # the showcase only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from flowopt.spec import Domain
+from flowopt.tuning.pareto import hypervolume
+
+BUDGETS = (25, 50, 100)
+
+
+# -- problems (minimised) ------------------------------------------------------------------
+def branin_currin(x: np.ndarray) -> tuple[float, ...]:
+    u, v = 15 * x[0] - 5, 15 * x[1]
+    b = (v - 5.1 / (4 * math.pi ** 2) * u ** 2 + 5 / math.pi * u - 6) ** 2 \
+        + 10 * (1 - 1 / (8 * math.pi)) * math.cos(u) + 10
+    x0, x1 = x[0], x[1]
+    c = (1 - math.exp(-1 / (2 * x1))) if x1 > 0 else 1.0
+    c *= (2300 * x0 ** 3 + 1900 * x0 ** 2 + 2092 * x0 + 60) / (100 * x0 ** 3 + 500 * x0 ** 2 + 4 * x0 + 20)
+    return float(b), float(c)
+
+
+def zdt1(x: np.ndarray) -> tuple[float, ...]:
+    g = 1 + 9 * float(np.mean(x[1:]))
+    return float(x[0]), float(g * (1 - math.sqrt(x[0] / g)))
+
+
+def dtlz2(x: np.ndarray) -> tuple[float, ...]:
+    g = float(np.sum((x[2:] - 0.5) ** 2))
+    a, b = x[0] * math.pi / 2, x[1] * math.pi / 2
+    return ((1 + g) * math.cos(a) * math.cos(b), (1 + g) * math.cos(a) * math.sin(b),
+            (1 + g) * math.sin(a))
+
+
+PROBLEMS: dict[str, tuple[int, Callable[[np.ndarray], tuple[float, ...]], list[float]]] = {
+    "branin_currin": (2, branin_currin, [18.0, 6.0]),
+    "zdt1": (6, zdt1, [11.0, 11.0]),
+    "dtlz2": (6, dtlz2, [1.1, 1.1, 1.1]),
+}
+
+
+# -- tuners --------------------------------------------------------------------------------
+class _Clock:
+    """CPU and wall seconds of the tuner's own work (the function's evaluation excluded)."""
+
+    def __init__(self) -> None:
+        self.cpu = self.wall = 0.0
+        self.resume()
+
+    def resume(self) -> None:
+        self._cpu, self._wall = time.process_time(), time.perf_counter()
+
+    def pause(self) -> None:
+        self.cpu += time.process_time() - self._cpu
+        self.wall += time.perf_counter() - self._wall
+
+    def stop(self) -> tuple[float, float]:
+        self.pause()
+        return self.cpu, self.wall
+
+
+def run_flowopt(kind: str, dims: int, fn: Callable, n_obj: int, evals: int, seed: int,
+                ref: list[float]) -> tuple[list[tuple[float, ...]], list[float]]:
+    from flowopt.nodes.tuner.bayesopt import BayesOpt
+    from flowopt.nodes.tuner.nsga2 import NSGA2
+    from flowopt.nodes.tuner.random import RandomSearch
+    from flowopt.nodes.tuner.strategy import Observation
+
+    given = kind.endswith("+ref")
+    cls = {"bayesopt": BayesOpt, "nsga2": NSGA2, "random": RandomSearch}[kind.split("+")[0]]
+    space = {f"x{i}": Domain(low=0.0, high=1.0) for i in range(dims)}
+    strat = cls(space, mode=("min",) * n_obj, seed=seed, budget=evals, config=cls.Config())
+    if given:  # the tuner's reference_point: the problem's own (Optuna has no such option)
+        strat.reference_point = ref
+    values, seconds = [], []
+    for number in range(evals):
+        clock = _Clock()
+        params = strat.ask([])
+        clock.pause()
+        y = fn(np.array([params[f"x{i}"] for i in range(dims)]))
+        clock.resume()
+        strat.tell(Observation(number=number, params=params, values=y, status="succeeded"))
+        seconds.append(clock.stop())
+        values.append(y)
+    return values, seconds
+
+
+def run_optuna(kind: str, dims: int, fn: Callable, n_obj: int, evals: int, seed: int,
+               ref: list[float]) -> tuple[list[tuple[float, ...]], list[float]]:
+    import optuna
+
+    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+               "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+               "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+               "random": lambda: optuna.samplers.RandomSampler(seed=seed)}[kind]()
+    study = optuna.create_study(directions=["minimize"] * n_obj, sampler=sampler)
+    values, seconds = [], []
+    for _ in range(evals):
+        clock = _Clock()
+        trial = study.ask()
+        x = np.array([trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(dims)])
+        clock.pause()
+        y = fn(x)
+        clock.resume()
+        study.tell(trial, list(y))
+        seconds.append(clock.stop())
+        values.append(y)
+    return values, seconds
+
+
+TUNERS = {
+    "flowopt-bayesopt": lambda *a: run_flowopt("bayesopt", *a),
+    "flowopt-bayesopt-ref": lambda *a: run_flowopt("bayesopt+ref", *a),
+    "flowopt-nsga2": lambda *a: run_flowopt("nsga2", *a),
+    "flowopt-random": lambda *a: run_flowopt("random", *a),
+    "optuna-tpe": lambda *a: run_optuna("tpe", *a),
+    "optuna-nsga2": lambda *a: run_optuna("nsga2", *a),
+    "optuna-gp": lambda *a: run_optuna("gp", *a),
+    "optuna-random": lambda *a: run_optuna("random", *a),
+}
+
+
+SHOWCASE_REF = [0.8, 12000.0]
+SHOWCASE_TUNERS = {"bayesopt": [], "nsga2": ["-s", "nodes.tune.with.population_size=8"],
+                   "random": []}
+
+
+def run_showcase(seeds: int, raw: dict[str, Any], tuners: list[str]) -> None:
+    """The showcase pipeline through the CLI, one fresh store per run (no shared cache)."""
+    import subprocess
+    import tempfile
+
+    from flowopt.tuning.pareto import to_loss
+
+    pipeline = os.path.join(os.path.dirname(__file__), "..", "pipelines", "pareto_quantize.yaml")
+    budgets = (10, 20, 30)
+    print(f"\n## showcase: pipelines/pareto_quantize.yaml (reference {SHOWCASE_REF})\n")
+    print("| tuner | " + " | ".join(f"HV@{b}" for b in budgets) + " | CPU s per run | wall s |")
+    print("|---|" + "---|" * len(budgets) + "---|---|", flush=True)
+    for name in tuners:
+        extra = SHOWCASE_TUNERS[name]
+        hvs: dict[int, list[float]] = {b: [] for b in budgets}
+        cpu, wall = [], []
+        for seed in range(seeds):
+            with tempfile.TemporaryDirectory() as store:
+                before = os.times()
+                start = time.perf_counter()
+                done = subprocess.run(
+                    [sys.executable, "-m", "flowopt", "run", pipeline, "--json", "--store", store,
+                     "-s", f"seed={seed}", "-s", f"nodes.tune.kind=tuner.{name}", *extra],
+                    capture_output=True, text=True, check=True)
+                wall.append(time.perf_counter() - start)
+                after = os.times()
+                cpu.append((after.children_user - before.children_user)
+                           + (after.children_system - before.children_system))
+                run_id = json.loads(done.stdout)["run_id"]
+                shown = subprocess.run([sys.executable, "-m", "flowopt", "runs", "show", run_id,
+                                        "--json", "--store", store],
+                                       capture_output=True, text=True, check=True)
+            trials = sorted(json.loads(shown.stdout)["trials"], key=lambda t: t["number"])
+            values = [t["objectives"] if t["status"] == "succeeded" else [math.nan, math.nan]
+                      for t in trials]
+            for b in budgets:
+                losses = to_loss(values[:b], ["max", "min"])
+                hvs[b].append(hypervolume(losses, to_loss([SHOWCASE_REF], ["max", "min"])[0]))
+        raw.setdefault("showcase", {})[name] = {"hv": hvs, "cpu": cpu, "wall": wall}
+        cells = " | ".join(f"{statistics.mean(hvs[b]):.4g} ± {statistics.pstdev(hvs[b]):.2g}"
+                           for b in budgets)
+        print(f"| tuner.{name} | {cells} | {statistics.mean(cpu):.1f} | "
+              f"{statistics.mean(wall):.1f} |", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--evals", type=int, default=100)
+    parser.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--tuners", nargs="+", default=list(TUNERS), choices=list(TUNERS))
+    parser.add_argument("--showcase", action="store_true",
+                        help="also run the showcase pipeline (minutes per seed)")
+    parser.add_argument("--showcase-tuners", nargs="+", default=list(SHOWCASE_TUNERS),
+                        choices=list(SHOWCASE_TUNERS))
+    parser.add_argument("--json", help="also write the raw numbers to this file")
+    args = parser.parse_args(argv)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        logging.getLogger("optuna").setLevel(logging.ERROR)
+        optuna_version = optuna.__version__
+    except ImportError:
+        optuna_version = "not installed"
+        args.tuners = [t for t in args.tuners if not t.startswith("optuna")]
+    budgets = [b for b in BUDGETS if b <= args.evals] or [args.evals]
+    print(f"# multi-objective benchmark: {args.seeds} seeds, {args.evals} evaluations; "
+          f"optuna {optuna_version}; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cpus", flush=True)
+    raw: dict[str, Any] = {}
+    for problem in args.problems:
+        dims, fn, ref = PROBLEMS[problem]
+        n_obj = len(ref)
+        print(f"\n## {problem} (reference {ref})\n", flush=True)
+        header = " | ".join(f"HV@{b}" for b in budgets)
+        print(f"| tuner | {header} | overhead per trial at {args.evals}: CPU ms | wall ms |")
+        print("|---|" + "---|" * len(budgets) + "---|---|", flush=True)
+        for tuner in args.tuners:
+            hvs: dict[int, list[float]] = {b: [] for b in budgets}
+            overhead, wall = [], []
+            for seed in range(args.seeds):
+                values, seconds = TUNERS[tuner](dims, fn, n_obj, args.evals, seed, ref)
+                arr = np.array(values)
+                for b in budgets:
+                    hvs[b].append(hypervolume(arr[:b], np.array(ref)))
+                overhead.append(statistics.mean(c for c, _ in seconds[-10:]))
+                wall.append(statistics.mean(w for _, w in seconds[-10:]))
+            raw.setdefault(problem, {})[tuner] = {"hv": hvs, "overhead_cpu": overhead,
+                                                  "overhead_wall": wall}
+            cells = " | ".join(f"{statistics.mean(hvs[b]):.4g} ± {statistics.pstdev(hvs[b]):.2g}"
+                               for b in budgets)
+            print(f"| {tuner} | {cells} | {1000 * statistics.mean(overhead):.1f} | "
+                  f"{1000 * statistics.mean(wall):.1f} |", flush=True)
+    if args.showcase:
+        run_showcase(args.seeds, raw, args.showcase_tuners)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(raw, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Claims of Self-Tuning Networks (MacKay et al. 2019) at small scale, on the digits.
+
+Workload: an MLP 64-128-128-10 whose two dropout rates start at 0.05 (the paper's
+start), SGD lr 0.01 momentum 0.9 (the reference's weight optimiser), batches of 64,
+a stratified 80/20 train/validation split. Each claim is averaged over `SEEDS` (model
+initialisation, batch order, masks); the margins are the claims' own, chosen from the
+per-seed numbers recorded in docs/stn.md, not tuned to pass.
+
+Claim (c), the schedule beating its final value, is measured but marked xfail: at this
+scale the effect is within the noise between seeds (numbers in docs/stn.md), so the
+test reports it without letting it decide the suite.
+
+Compute is counted in mini-batch passes (one forward and backward on one batch): a grid
+point trains `STEPS`; the STN run makes `STN_STEPS` weight steps plus one hyperparameter
+step per `T_TRAIN` weight steps, together no more than one grid point's passes, i.e.
+≤ 1/k of a k-point grid. (An STN pass costs about twice a plain one in multiply-adds —
+two matrix products per layer — which docs/stn.md states beside the numbers.)
+"""
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flowopt.artifacts import Model
+
+pytestmark = pytest.mark.slow
+
+SEEDS = (0, 1, 2)
+HIDDEN = [128, 128]
+STEPS = 1500  # per grid point
+GRID = (0.0, 0.2, 0.4, 0.6)  # fixed dropout rates, both layers
+STN_STEPS, WARMUP, T_TRAIN = 1250, 100, 5
+START = 0.05
+
+
+def _optimizer(params):
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+
+
+def _base(dropout) -> dict:
+    return {"builder": "mlp", "n_inputs": 64, "n_outputs": 10, "hidden": HIDDEN,
+            "activation": "relu", "dropout": dropout}
+
+
+def _plain(dropout, seed: int) -> Model:
+    from flowopt.nodes.layers import make_mlp
+
+    return Model(module=make_mlp(64, 10, HIDDEN, dropout=dropout,
+                                 generator=torch.Generator().manual_seed(seed)),
+                 recipe=_base(dropout))
+
+
+@torch.no_grad()
+def _val_loss(module, val) -> float:
+    return float(F.cross_entropy(module.eval()(val.x), val.y))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    import threading
+
+    from flowopt.context import Context
+    from flowopt.nodes.data import digits, split
+
+    ctx = Context(run_id="claims", node_id="split", seed=0, device="cpu",
+                  cancel=threading.Event(), emit=lambda *_, **__: None,
+                  log_metric=lambda *_: None)
+    parts = split.fn(digits.fn(), ctx, val_fraction=0.2)
+    return parts["train"], parts["val"]
+
+
+@pytest.fixture(scope="module")
+def runs(digits):
+    """Per seed: the grid's val losses, the STN run, and the two retrainings."""
+    from flowopt.nodes.stn_layers import build_stn, load_general
+    from flowopt.nodes.tuner.stn.loop import Settings, StnLoop, retrain
+
+    train, val = digits
+    torch.set_num_threads(1)
+    out = []
+    for seed in SEEDS:
+        grid = {rate: _val_loss(retrain(_plain(rate, seed), train, F.cross_entropy, _optimizer,
+                                        [], steps=STEPS, batch_size=64, seed=seed), val)
+                for rate in GRID}
+        hyper = [{"name": f"dropout.{i}", "low": 0.0, "high": 0.9} for i in range(len(HIDDEN))]
+        net = build_stn(_base(START), hyper, generator=torch.Generator().manual_seed(seed + 100))
+        load_general(net, _plain(START, seed).module)
+        stn = StnLoop(net, _base(START), train, val, F.cross_entropy, _optimizer,
+                      Settings(steps=STN_STEPS, warmup=WARMUP, train_steps=T_TRAIN,
+                               hyper_lr=0.01), seed=seed).run()
+        final = [stn.final[f"dropout.{i}"] for i in range(len(HIDDEN))]
+        first = [stn.schedule[0][1][f"dropout.{i}"] for i in range(len(HIDDEN))]
+        scheduled = retrain(_plain(first, seed), train, F.cross_entropy, _optimizer,
+                            stn.schedule, steps=STN_STEPS, batch_size=64, seed=seed)
+        fixed = retrain(_plain(final, seed), train, F.cross_entropy, _optimizer, [],
+                        steps=STN_STEPS, batch_size=64, seed=seed)
+        out.append({"seed": seed, "grid": grid, "stn": _val_loss(stn.plain.module, val),
+                    "passes": stn.passes, "final": final,
+                    "scheduled": _val_loss(scheduled, val), "fixed": _val_loss(fixed, val)})
+    for row in out:  # shown with -s: the numbers docs/stn.md records
+        print(row)
+    return out
+
+
+def test_one_stn_run_is_as_good_as_the_best_of_a_grid_at_a_kth_of_its_compute(runs):
+    k = len(GRID)
+    for row in runs:
+        assert row["passes"] <= k * STEPS / k  # one grid point's passes: 1/k of the grid
+    best_grid = statistics.mean(min(row["grid"].values()) for row in runs)
+    stn = statistics.mean(row["stn"] for row in runs)
+    assert stn <= best_grid, (stn, best_grid)
+
+
+def test_the_tuned_dropout_moves_away_from_its_start(runs):
+    # moved by a fifth of its start or more, on average over layers and seeds
+    moved = statistics.mean(abs(rate - START) for row in runs for rate in row["final"])
+    assert moved >= 0.2 * START, moved
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "not established at this scale: the schedule moves little (0.05 -> ~0.025); over seeds "
+    "0-7 retraining along it beat its final value by +0.0009 in validation loss on average "
+    "(1.3%), in 6 seeds of 8, too small for 3 seeds to settle on any CPU; see docs/stn.md"))
+def test_retraining_with_the_schedule_beats_the_final_value_held_fixed(runs):
+    scheduled = statistics.mean(row["scheduled"] for row in runs)
+    fixed = statistics.mean(row["fixed"] for row in runs)
+    assert scheduled < fixed, (scheduled, fixed)
