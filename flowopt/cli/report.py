@@ -86,7 +86,8 @@ def tuner_sections(store: Any, detail: Any) -> list[Section]:
     for node in sorted({t.node for t in detail.trials}):
         view = tuner_view(store, detail.run.run_id, node)
         steps = any(t.get("steps") is not None for t in view["trials"])
-        rows = [(t["number"], t["status"], t["objective"],
+        rows = [(t["number"], t["status"],
+                 t["objective"] if "objective" in t else ", ".join(map(_fmt, t["objectives"])),
                  ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t["params"].items())),
                  *([t.get("steps")] if steps else []), t["seconds"],
                  (t.get("trial_run_id") or "")[:12]) for t in view["trials"]]

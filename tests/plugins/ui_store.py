@@ -100,13 +100,12 @@ def build_store(folder: Path, location: str | None = None) -> dict[str, str]:
             store.log_metric(child, "score", "accuracy", accuracy - 0.1 / (rung + 1), steps)
         store.end_run(child, "succeeded")
         store.record_trial(TrialInfo(
-            run_id=multi, node_id="tune", number=number, params={"lr": 0.001 * (number + 1),
-                                                                  "opt": "adam" if number % 2 else "lion"},
+            run_id=multi, node_id="tune", number=number,
+            params={"lr": 0.001 * (number + 1), "opt": "adam" if number % 2 else "lion"},
             status="pruned" if pruned else "succeeded", trial_run_id=child,
-            objective=accuracy, started_at=start + timedelta(seconds=number),
+            values=(accuracy, size), started_at=start + timedelta(seconds=number),
             ended_at=start + timedelta(seconds=number + 1), seconds=1.0,
-            attributes={"objectives": [accuracy, size], "steps": rungs[-1],
-                        "rung": len(rungs) - 1}))
+            steps=rungs[-1], rung=len(rungs) - 1))
     from flowopt.recording import ExecutionRecord
 
     store.record_execution(ExecutionRecord(

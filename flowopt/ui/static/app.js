@@ -251,7 +251,8 @@
     const d = await api("/api/runs/" + encodeURIComponent(runId) + "/tuner/" + encodeURIComponent(node) + (curve ? "?curve=" + encodeURIComponent(curve) : ""));
     const names = [...new Set(d.trials.flatMap(t => Object.keys(t.params)))].sort();
     const withSteps = d.trials.some(t => t.steps !== undefined && t.steps !== null);
-    const rows = d.trials.map(t => h("tr", { "data-trial": t.number }, [cell(t.number), h("td", {}, [status(t.status)]), cell(t.objective)]
+    const rows = d.trials.map(t => h("tr", { "data-trial": t.number }, [cell(t.number), h("td", {}, [status(t.status)]),
+      t.objectives ? cell(t.objectives.map(fmt).join(", ")) : cell(t.objective)]
       .concat(names.map(n => cell(t.params[n]))).concat(withSteps ? [cell(t.steps === undefined ? null : t.steps)] : []).concat([cell(seconds(t.seconds), "num"),
         h("td", {}, t.trial_run_id ? [link("#/run/" + t.trial_run_id, short(t.trial_run_id))] : ["–"]), cell(t.error || "")])));
     const select = h("select", { id: "curve-key", onchange: ev => go(["tuner", runId, node], new URLSearchParams({ curve: ev.target.value })) },
