@@ -116,6 +116,20 @@ def bench_size(n: int, repeats: int, peer_repeats: int, block_size: int) -> list
                      state=2 * n + 8 * nb, touched=16, extra=extra))
     del state
 
+    mstate = K.momentum8bit_state(n, block_size)
+    mstep = [0]
+
+    def momentum8():
+        mstep[0] += 1
+        K.momentum8bit_step(p, g, *mstate, step=mstep[0] + 1, lr=1e-3, momentum=0.9,
+                            dampening=0.0, nesterov=False, weight_decay=0.0,
+                            block_size=block_size)
+
+    t, extra = timed(momentum8, repeats)
+    rows.append(dict(name=f"flowopt momentum8bit (numba, block {block_size})", t=t,
+                     state=n + 4 * nb, touched=14, extra=extra))
+    del mstate
+
     m = np.zeros(n, np.float32)
     t, extra = timed(lambda: K.lion_step(p, g, m, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.1), repeats)
     rows.append(dict(name="flowopt lion (numba, fp32)", t=t, state=4 * n, touched=20, extra=extra))
@@ -172,6 +186,10 @@ def print_table(n: int, rows: list[dict]) -> None:
     if "bitsandbytes Adam8bit" in by:
         print(f", {by['bitsandbytes Adam8bit']['t'] / adam['t']:.1f}× faster than bitsandbytes (target ≥ 10)", end="")
     print(f"\nlion: {by['torch Lion fp32']['t'] / lion['t']:.1f}× faster than foreach torch Lion (target ≥ 5)")
+    print("roofline (bytes a step must touch / time, against the in-place bandwidth above): "
+          + ", ".join(f"{name} {by[name]['bw'] / 1e9:.1f} GB/s = {by[name]['bw_share']:.0%}"
+                      for name in ("flowopt adam8bit", "flowopt momentum8bit", "flowopt lion",
+                                   "torch Adam fp32")))
 
 
 COMPILE_PROBE = """
@@ -248,8 +266,18 @@ def profile(n: int = 8_000_000) -> None:
     w = torch.nn.Parameter(torch.from_numpy(p.copy()))
     w.grad = torch.from_numpy(g)
     fused = torch.optim.Adam([w], lr=1e-3, fused=True)
+    mstate = K.momentum8bit_state(n, 2048)
+    exp_avg = np.zeros(n, np.float32)
+    q = p.copy()
     rows = {
         "flowopt adam8bit step (whole)": cpu(adam8),
+        "flowopt momentum8bit step": cpu(lambda: K.momentum8bit_step(
+            q, g, *mstate, step=2, lr=1e-3, momentum=0.9, dampening=0.0, nesterov=False,
+            weight_decay=0.0, block_size=2048)),
+        "flowopt lion step": cpu(lambda: K.lion_step(q, g, exp_avg, lr=1e-4, beta1=0.9,
+                                                     beta2=0.99, weight_decay=0.1)),
+        "in-place a += b (numpy, 12 bytes/param: bandwidth reference)":
+            cpu(lambda: np.add(q, g, out=q)),
         "  dequantize m and v (2 × dequantize_blockwise)":
             cpu(lambda: dequantize_blockwise(state[0], state[1], signed, 2048, out))
             + cpu(lambda: dequantize_blockwise(state[2], state[3], unsigned, 2048, out)),
@@ -259,9 +287,39 @@ def profile(n: int = 8_000_000) -> None:
         "torch Adam fp32 fused=True step": cpu(fused.step),
         "np.copyto (8 bytes/param, memory reference)": cpu(lambda: np.copyto(out, p)),
     }
-    print(f"\n| part of one step, 1 thread, {n / 1e6:g}M params, CPU time | ns/param |\n|---|---:|")
+    print(cpu_line())
+    print(f"\n| part of one step, 1 thread, {n / 1e6:g}M params, CPU time | ns/param "
+          "| × torch fused Adam | bytes/param touched | GB/s | of in-place BW |\n|---|---:|---:|---:|---:|---:|")
+    touched = {"flowopt adam8bit step (whole)": 16, "flowopt momentum8bit step": 14,
+               "flowopt lion step": 20, "torch Adam fp32 fused=True step": 28,
+               "in-place a += b (numpy, 12 bytes/param: bandwidth reference)": 12}
+    fused = rows["torch Adam fp32 fused=True step"]
+    inplace = 12 / rows["in-place a += b (numpy, 12 bytes/param: bandwidth reference)"]
     for name, t in rows.items():
-        print(f"| {name} | {t:.2f} |")
+        b = touched.get(name)
+        extra = (f"{b} | {b / t:.1f} | {b / t / inplace:.0%}" if b else " | | ")
+        print(f"| {name} | {t:.2f} | {t / fused:.2f} | {extra} |")
+
+
+def cpu_line() -> str:
+    """The CPU's model name and the vector features the kernels choose paths by."""
+    import llvmlite.binding as llvm
+
+    from flowopt.nodes.blockwise import avx512, jit
+
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next(line.split(":", 1)[1].strip() for line in handle
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    flags = [f for f, on in llvm.get_host_cpu_features().items() if on and f in
+             ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vbmi")]
+    paths = (f"encode {'16' if avx512.HAS_AVX512 else '8' if jit.HAS_AVX2 else '1'} lanes, "
+             f"decode {'vpermi2b' if avx512.HAS_VBMI else 'scalar'}, "
+             f"Adam update {'16 lanes' if avx512.HAS_AVX512 else 'auto-vectorised'}")
+    return f"CPU: {model} (LLVM host {llvm.get_host_cpu_name()}; {' '.join(sorted(flags))}); {paths}"
 
 
 def main() -> None:
@@ -283,6 +341,7 @@ def main() -> None:
     numba.set_num_threads(args.threads)
     print(f"threads: {args.threads}, torch {torch.__version__}, numba {numba.__version__}, "
           f"load average at start: {os.getloadavg()[0]:.1f}")
+    print(cpu_line())
     for n in args.sizes:
         print_table(int(n), bench_size(int(n), args.repeats, args.peer_repeats, args.block_size))
     compile_times()

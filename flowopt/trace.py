@@ -112,10 +112,24 @@ def _as_config(value: Any, where: str) -> Any:
     return value
 
 
+_HERE = Path(__file__).resolve().parent
+_IN_ENGINE: dict[str, bool] = {}  # code file name -> whether it is one of the engine's files
+
+
+def _in_engine(filename: str) -> bool:
+    # Resolving a path is a few system calls; a recording loop asks about the same few
+    # files for every node, so the answer is kept per file name.
+    inside = _IN_ENGINE.get(filename)
+    if inside is None:
+        inside = _IN_ENGINE[filename] = Path(filename).resolve().parent == _HERE
+    return inside
+
+
 def _caller() -> tuple[str, int]:
+    """The file and line of the user's code that recorded the node (the first frame
+    outside the engine's own files)."""
     frame = sys._getframe(1)
-    here = Path(__file__).resolve().parent
-    while frame is not None and Path(frame.f_code.co_filename).resolve().parent == here:
+    while frame is not None and _in_engine(frame.f_code.co_filename):
         frame = frame.f_back
     return (frame.f_code.co_filename, frame.f_lineno) if frame else ("<python>", 0)
 
@@ -183,6 +197,9 @@ class Pipeline:
         self._lines = LineMap()
         self._base_dir: Path | None = None
         self._token: contextvars.Token | None = None
+        # wanted id -> the next number to try for it: each default id is found in amortised
+        # constant time instead of probing every earlier ``wanted_2``, ``wanted_3``...
+        self._next_number: dict[str, int] = {}
 
     def __enter__(self) -> "Pipeline":
         self._token = _ACTIVE.set(self)
@@ -199,9 +216,12 @@ class Pipeline:
         nodes = self._data["nodes"]
         if wanted not in nodes:
             return wanted
-        number = 2
+        # Numbers only grow: an id taken explicitly (``node_id="split_3"``) or by a loaded
+        # file is skipped by the probe, and every number is probed once per wanted id.
+        number = self._next_number.get(wanted, 2)
         while f"{wanted}_{number}" in nodes:
             number += 1
+        self._next_number[wanted] = number + 1
         return f"{wanted}_{number}"
 
     @property

@@ -300,3 +300,61 @@ def test_importing_the_maps_and_the_wrappers_does_not_import_numba():
             "c.codebook('dynamic', True, 8); assert 'numba' not in sys.modules, 'numba imported';"
             "c.encode; assert 'numba' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# -- the per-CPU building blocks of the fused optimizer steps (nodes/blockwise/avx512.py) --
+
+def _encoders():
+    from flowopt.nodes.blockwise import jit
+
+    found = [("scalar", jit._encode_block_scalar)]
+    if jit.HAS_AVX2:
+        found.append(("8 lanes (AVX2)", jit._encode_block_avx2))
+    if jit.HAS_AVX512:
+        found.append(("16 lanes (AVX-512)", jit._encode_block_avx512))
+    return found
+
+
+def _decoders():
+    from flowopt.nodes.blockwise import jit
+
+    found = [("scalar", jit._decode_block_scalar)]
+    if jit.HAS_VBMI:
+        found.append(("64 codes (AVX512-VBMI)", jit._decode_block_vbmi))
+    return found
+
+
+@pytest.mark.parametrize(("label", "encode_block"), _encoders(), ids=[e[0] for e in _encoders()])
+@pytest.mark.parametrize("scale", [1.0, 3.0, 0.7071067])
+def test_every_block_encoder_this_cpu_has_gives_the_nearest_code_of_the_ieee_quotient(
+        label, encode_block, scale):
+    book = codebook("dynamic", True, 8)
+    x = bit_pattern_sweep(book)
+    x = x[np.isfinite(x) & (np.abs(x) <= 1)] * np.float32(scale)   # values of a block
+    a = np.float32(scale)
+    expected = nearest_code_reference(x / a, book.values)
+    for n in (x.size, 1, 7, 15, 17, 63, 65, 1000):   # every lane-count tail
+        codes = np.empty(n, np.uint8)
+        encode_block(x[:n], a, book.table_entries, book.table, book.table_thresholds, codes)
+        np.testing.assert_array_equal(codes, expected[:n], err_msg=f"{label}, n={n}")
+
+
+@pytest.mark.parametrize(("label", "decode_block"), _decoders(), ids=[d[0] for d in _decoders()])
+@pytest.mark.parametrize(("signed", "scale"), [(True, 0.37), (False, 3.5e-7), (True, np.inf),
+                                               (False, np.nan), (True, 0.0)])
+def test_every_block_decoder_this_cpu_has_is_the_table_times_absmax_bit_for_bit(
+        label, decode_block, signed, scale):
+    from flowopt.nodes.blockwise.avx512 import value_planes
+
+    book = codebook("dynamic", signed, 8)
+    codes = np.random.default_rng(7).integers(0, 256, 10007).astype(np.uint8)
+    codes[:256] = np.arange(256)
+    a = np.float32(scale)
+    with np.errstate(invalid="ignore"):
+        expected = book.values[codes] * a
+    planes = value_planes(book.values)
+    for n in (codes.size, 1, 63, 64, 65, 127, 128, 129, 2048):
+        out = np.full(n, 7.0, np.float32)
+        decode_block(codes[:n], planes, book.values, a, out)
+        np.testing.assert_array_equal(out.view(np.uint32), expected[:n].view(np.uint32),
+                                      err_msg=f"{label}, n={n}")

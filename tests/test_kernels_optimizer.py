@@ -260,3 +260,35 @@ def test_tensors_above_the_serial_threshold_take_the_parallel_path_and_still_mat
         assert_same(a, b)
     for a, b in zip(*run_lion(n, steps=2)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not K.HAS_AVX512, reason="the 16-lane update needs AVX-512")
+@pytest.mark.parametrize(("decoupled", "weight_decay"), [(False, 0.0), (False, 0.1), (True, 0.1)])
+def test_the_16_lane_adam_update_equals_the_scalar_loop_bit_for_bit(decoupled, weight_decay):
+    rng = np.random.default_rng(3)
+    n = 2048 + 13
+    p, g = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
+    m = rng.standard_normal(n, dtype=np.float32) * np.float32(0.01)
+    v = np.abs(rng.standard_normal(n, dtype=np.float32)) * np.float32(1e-4)
+    v[:5] = 0.0
+    g[5] = np.nan
+    s = K._adam_scalars(7, 1e-3, 0.9, 0.999, 1e-8, weight_decay, decoupled)
+    scalars = (s["b1"], s["c1"], s["b2"], s["c2"], s["step_size"], s["inv_correction2"], s["eps"],
+               s["decay"], s["shrink"], s["coupled"], s["decoupled"])
+    ours = [a.copy() for a in (p, g, m, v)]
+    K._adam_update_avx512(*ours, *scalars)
+    K._adam_update_scalar(p, g, m, v, *scalars)
+    for a, b in zip(ours, (p, g, m, v)):
+        assert_same(a, b)
+
+
+@pytest.mark.parametrize("block_loop", ["_adam8bit_blocks", "_adam8bit_blocks_pipelined"])
+@pytest.mark.parametrize(("n", "block_size"), [(10007, 100), (2049, 2048), (300, 1), (65, 64)])
+def test_both_block_loops_match_the_reference_whichever_this_cpu_runs(monkeypatch, block_loop,
+                                                                      n, block_size):
+    if block_loop.endswith("pipelined") and not K.HAS_VBMI:
+        pytest.skip("the pipelined loop needs AVX512-VBMI")
+    monkeypatch.setattr(K, "_adam8bit_run", getattr(K, block_loop))  # serial sizes read it per call
+    got, want = run_adam(n, block_size, decoupled=True, weight_decay=0.1)
+    for a, b in zip(got, want):
+        assert_same(a, b)

@@ -1,6 +1,8 @@
 """The Python front end records the same graph a YAML file describes."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -125,3 +127,44 @@ def test_a_param_change_invalidates_exactly_the_nodes_it_reaches():
     changed = {k for k in before if before[k] != after[k]}
     assert changed == {"number", "ab"}
     assert build(1.0).reached_by("v") == {"number", "ab"}
+
+
+def test_default_ids_skip_ids_taken_explicitly_and_never_repeat():
+    with fo.Pipeline("p") as p:
+        num()                        # number
+        num(node_id="number_3")      # taken explicitly, ahead of the counter
+        num()                        # number_2
+        num()                        # number_4: number_3 is skipped
+        num(node_id="number_2")      # taken already: gets a suffix of its own
+        num()                        # number_5
+    assert list(p.spec.nodes) == ["number", "number_3", "number_2", "number_4",
+                                  "number_2_2", "number_5"]
+
+
+def test_ids_stay_unique_and_numbered_in_order_over_a_long_recording():
+    with fo.Pipeline("p") as p:
+        for _ in range(3000):
+            num()
+            plus()
+    ids = list(p._data["nodes"])
+    assert len(set(ids)) == len(ids) == 6000
+    assert ids[-2:] == ["number_3000", "add_3000"]
+
+
+def test_a_pipeline_loaded_from_yaml_numbers_new_nodes_after_its_own(tmp_path, toy_plugin):
+    with fo.Pipeline("p", plugins=[str(toy_plugin)]) as p:
+        num()
+        num()
+    path = tmp_path / "p.yaml"
+    p.to_yaml(path)
+    loaded = fo.Pipeline.from_yaml(path)
+    with loaded:
+        num()
+    assert list(loaded.spec.nodes) == ["number", "number_2", "number_3"]
+
+
+def test_each_node_records_the_line_of_the_user_code_that_called_the_factory():
+    with fo.Pipeline("p") as p:
+        num(); line = sys._getframe().f_lineno  # noqa: E702
+    assert p._lines.file == __file__
+    assert p._lines.lines[("nodes", "number")] == line

@@ -35,6 +35,14 @@ def _compile(file: Path, overrides: list[str]) -> Any:
     return compile_pipeline(load_spec(file, overrides))
 
 
+def _warn_budget(graph: Any, file: Path) -> None:
+    """Print each tuner-budget warning (`flowopt.tuning.advice`) as one stderr line."""
+    from flowopt.tuning.advice import budget_warnings
+
+    for line in budget_warnings(graph):
+        typer.echo(f"warning: {file}: {line}", err=True)
+
+
 def _version(show: bool) -> None:
     if show:
         from flowopt import __version__
@@ -66,6 +74,7 @@ def run(file: Path = typer.Argument(..., help="Pipeline file (YAML)."),
     from flowopt.runner import execute, store_location
 
     graph = _guarded(lambda: _compile(file, overrides))
+    _warn_budget(graph, file)
     listeners = []
     if not as_json:
         from .progress import LiveProgress
@@ -98,6 +107,7 @@ def validate(file: Path = typer.Argument(..., help="Pipeline file (YAML)."),
              overrides: List[str] = SetOption, as_json: bool = JsonOption) -> None:
     """Compile and validate a pipeline without running it."""
     graph = _guarded(lambda: _compile(file, overrides))
+    _warn_budget(graph, file)
     if as_json:
         _print_json({"pipeline": graph.name, "valid": True, "nodes": graph.cache_keys()})
     else:

@@ -1,7 +1,7 @@
 """Accuracy against size for a run's quantized models: the points, a table, and a plot
 (the "Quantization" section of ``flowopt report``; it reads store data only).
 
-Works on the run shape of ``flowopt runs show RUN --json`` (docs/store.md): each
+Works on the run shape of ``flowopt runs show RUN --json`` (docs/cli.md): each
 evaluator whose ``model`` input was produced by a quantizer's ``model`` output (found
 through the artifact ids, not node names) gives one point ``(bytes, accuracy)``; an
 evaluator fed by a plain trained model gives the float reference. matplotlib (the

@@ -67,7 +67,7 @@ class MultiObjectiveBayesOpt(Strategy):
 
     def __init__(self, space, *, mode, seed, budget, config=None,
                  reference_point: Sequence[float] | None = None) -> None:  # type: ignore[no-untyped-def]
-        from .strategy import BayesOptConfig
+        from .strategy import BayesOptConfig, default_initial_design
 
         super().__init__(space, mode=mode, seed=seed, budget=budget,
                          config=config if config is not None else BayesOptConfig())
@@ -78,6 +78,8 @@ class MultiObjectiveBayesOpt(Strategy):
         self._rng = np.random.default_rng(seed)
         self._hyper: list[Any] = [None] * len(self.modes)
         self._design_next = 0
+        self.initial_design = (self.config.initial_design if self.config.initial_design
+                               is not None else default_initial_design(budget))
 
     # -- the Strategy contract ---------------------------------------------------------
     def ask(self, pending: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -85,7 +87,7 @@ class MultiObjectiveBayesOpt(Strategy):
         seen |= {self.cube.key(p) for p in pending}
         done = [(o, v) for o in self.observations
                 if (v := observed_values(o, len(self.modes))) is not None]
-        if len(done) + len(pending) < self.config.initial_design or len(done) < 2:
+        if len(done) + len(pending) < self.initial_design or len(done) < 2:
             return self._design_point(seen)
         from .blas import single_threaded
 

@@ -17,7 +17,11 @@ Each ask, after the initial design:
 5. return the best point whose params were neither observed nor pending — never a duplicate.
 
 The initial design is the first ``initial_design`` points of a scrambled Sobol sequence
-seeded by the tuner's seed (points already observed or pending are skipped). Observations
+seeded by the tuner's seed (points already observed or pending are skipped). Unless set,
+its size scales with the budget (`default_initial_design`): a third of the trials, at
+least 2 (the fewest a GP can be fitted to) and at most 10 (Optuna GPSampler's
+``n_startup_trials``), so an 8-trial quickstart spends 2 trials on Sobol points and 6 on
+the model instead of all 8 on Sobol points. Observations
 told before the first ask (resume, ``warm_start``) count towards it, so a warm-started run
 goes straight to the model. Failed trials are not modelled but are never proposed again.
 
@@ -37,14 +41,20 @@ from flowopt.tuning import Strategy, register_tuner
 
 from ..space import SearchSpace
 
+# How the local refinements' starts are chosen: "split" (half the best distinct Sobol
+# candidates, half the best perturbations of the best observations) or "roulette" (see
+# `BayesOpt._roulette_starts`). A module constant so benchmarks/bayesopt.py --patch can
+# compare them on the same runs.
+START_SELECTION = "split"
+
 
 class BayesOptConfig(pydantic.BaseModel):
     """``with:`` fields of ``tuner.bayesopt`` (beside the framework's mode, trials, parallel...).
 
     * ``acquisition`` (ei): ``ei`` expected improvement (tutorial eq. 8), ``nei`` the
       tutorial's noisy EI (§5), ``kg`` knowledge gradient (§4.2).
-    * ``initial_design`` (10): Sobol points before the model is used; Optuna GPSampler's
-      ``n_startup_trials`` default.
+    * ``initial_design`` (null): Sobol points before the model is used; null scales it with
+      ``trials`` as ``max(2, min(10, trials // 3))`` (`default_initial_design`).
     * ``candidates`` (2048): quasi-random points scored per ask; Optuna GPSampler's
       ``n_preliminary_samples``.
     * ``local_starts`` (10): candidates refined locally per ask; Optuna's ``n_local_search``.
@@ -54,10 +64,22 @@ class BayesOptConfig(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid")
     acquisition: Literal["ei", "nei", "kg"] = "ei"
-    initial_design: int = Field(10, ge=1)
+    initial_design: int | None = Field(None, ge=1)
     candidates: int = Field(2048, ge=16, le=1_000_000)
     local_starts: int = Field(10, ge=1, le=1000)
     noise: float | None = Field(None, ge=0)
+
+
+def default_initial_design(trials: int) -> int:
+    """Sobol points before the model: a third of the budget, at least 2, at most 10.
+
+    Why these numbers: the GP needs 2 points to be fitted at all; 10 is Optuna GPSampler's
+    ``n_startup_trials`` and what the benchmarks (100-trial budgets) were tuned with, so
+    budgets of 30 and more behave as before; in between, a third keeps two thirds of a
+    small budget for model-based trials. Ax spends ``max(5, min(2 * dims, trials // 5))``;
+    its floor of 5 would leave an 8-trial run 3 model-based trials, this rule 6.
+    """
+    return max(2, min(10, trials // 3))
 
 
 class BayesOpt(Strategy):
@@ -93,13 +115,29 @@ class BayesOpt(Strategy):
         self._hyper = None                    # last fitted hyperparameters (warm start)
         self._model: tuple[int, Any, np.ndarray] | None = None   # (n used, GP, y standardised)
         self._design_next = 0
+        self.initial_design = (self.config.initial_design if self.config.initial_design
+                               is not None else default_initial_design(budget))
+
+    @classmethod
+    def budget_warnings(cls, config: BayesOptConfig, trials: int) -> list[str]:
+        """What is wrong with spending `trials` on this configuration (shown by
+        ``flowopt validate`` and at the start of ``flowopt run``); [] if nothing."""
+        initial = (config.initial_design if config.initial_design is not None
+                   else default_initial_design(trials))
+        if trials > max(initial, 2):
+            return []
+        why = (f"initial_design: {initial}" if config.initial_design is not None
+               else "a GP needs 2 observations")
+        return [f"trials: {trials} leaves no model-based trial ({why}): every trial is a "
+                f"Sobol point, as with tuner.random; raise trials above {max(initial, 2)}"
+                + (" or lower initial_design" if config.initial_design is not None else "")]
 
     # -- the Strategy contract ---------------------------------------------------------
     def ask(self, pending: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         seen = {self.cube.key(o.params) for o in self.observations}
         seen |= {self.cube.key(p) for p in pending}
         done = [o for o in self.observations if o.objective is not None]
-        if len(done) + len(pending) < self.config.initial_design or len(done) < 2:
+        if len(done) + len(pending) < self.initial_design or len(done) < 2:
             return self._design_point(seen)
         from .blas import single_threaded
 
@@ -189,9 +227,12 @@ class BayesOpt(Strategy):
             # ranked together, the local perturbations would fill every slot and a distant
             # basin would never be refined.
             k = self.config.local_starts
-            far = self._top_distinct(cands[n_local:], values[n_local:], k - k // 2)
-            near = self._top_distinct(cands[:n_local], values[:n_local], k // 2)
-            starts = cands[[n_local + i for i in far] + near]
+            if START_SELECTION == "roulette":
+                starts = self._roulette_starts(gp, ys, cands[n_local:], values[n_local:], k)
+            else:
+                far = self._top_distinct(cands[n_local:], values[n_local:], k - k // 2)
+                near = self._top_distinct(cands[:n_local], values[:n_local], k // 2)
+                starts = cands[[n_local + i for i in far] + near]
             refined = self._refine(gp, best, starts, score)
             points = np.vstack([refined, cands])
             values = np.concatenate([score(refined), values])
@@ -235,6 +276,23 @@ class BayesOpt(Strategy):
             if self.cube.key(params) not in seen:
                 rows.append(self.cube.encode(params))
         return np.array(rows).reshape(len(rows), self.cube.dim)
+
+    def _roulette_starts(self, gp, ys: np.ndarray, sobol: np.ndarray, values: np.ndarray,
+                         k: int) -> np.ndarray:
+        """The incumbent, the best quasi-random candidate, and k - 2 more drawn with
+        probability ∝ exp(log EI - max) (Boltzmann / roulette selection, as BoTorch's
+        ``initialize_q_batch`` and Optuna's ``optimize_acqf_mixed`` choose restarts)."""
+        best = int(np.argmax(values))
+        probs = np.exp(values - values[best])
+        probs[best] = 0.0
+        total = probs.sum()
+        extra = min(k - 2, int(np.count_nonzero(probs > 0)))
+        chosen = [best]
+        if extra > 0 and total > 0:
+            chosen += list(self._rng.choice(len(sobol), size=extra, replace=False,
+                                            p=probs / total))
+        incumbent = gp.X[int(np.argmax(ys))][None, :]
+        return np.vstack([incumbent, sobol[chosen]])
 
     @staticmethod
     def _top_distinct(points: np.ndarray, values: np.ndarray, k: int) -> list[int]:
