@@ -167,16 +167,16 @@ class Queries:
             execution_id=e["id"], config=e["config"] if isinstance(e["config"], dict) else {})
             for e in executions)
         record = self._run_record(row, params[run_id], metrics[run_id])
-        return RunDetail(run=record, nodes=nodes, artifacts=tuple(artifacts.values()),
-                         trials=tuple(TrialRecord(
-                             node=t["node_id"], number=t["number"],
-                             params=t["params"] if isinstance(t["params"], dict) else {},
-                             objective=t["objective"], status=t["status"],
-                             trial_run_id=t["trial_run_id"], seconds=t["seconds"] or 0.0,
-                             error=t["error"], steps=t.get("steps") or 0,
-                             rung=t.get("rung"),
-                             objectives=None if t.get("objectives") is None
-                             else tuple(t["objectives"])) for t in trials))
+        return self.with_reuse(RunDetail(  # type: ignore[attr-defined]
+            run=record, nodes=nodes, artifacts=tuple(artifacts.values()),
+            trials=tuple(TrialRecord(
+                node=t["node_id"], number=t["number"],
+                params=t["params"] if isinstance(t["params"], dict) else {},
+                objective=t["objective"], status=t["status"],
+                trial_run_id=t["trial_run_id"], seconds=t["seconds"] or 0.0,
+                error=t["error"], steps=t.get("steps") or 0, rung=t.get("rung"),
+                objectives=None if t.get("objectives") is None
+                else tuple(t["objectives"])) for t in trials)))
 
     def metrics(self, run_id: str, key: str) -> list[MetricPoint]:
         """The points of metric `key` (``node.metric``, or a bare name that one node of
@@ -217,7 +217,7 @@ class Queries:
         """Params and final metrics of several runs side by side."""
         if len(run_ids) < 2:
             raise StoreError("compare needs at least two runs")
-        ids = [self.resolve_run_id(r) for r in run_ids]
+        ids = self.resolve_run_ids(run_ids)  # type: ignore[attr-defined]
         self.reap_abandoned()
         with self.engine.connect() as conn:
             rows = {r["id"]: r for r in conn.execute(

@@ -99,12 +99,14 @@ class NodeRecord:
     error: str | None
     execution_id: str
     config: Mapping[str, Any] = field(default_factory=dict)
+    reused_from: Any = None  # a cached node: the `browse.Reuse` that computed its outputs
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "status": self.status,
                 "cache_key": self.cache_key, "seconds": self.seconds,
                 "inputs": list(self.inputs), "outputs": list(self.outputs), "error": self.error,
-                "execution_id": self.execution_id, "config": dict(self.config)}
+                "execution_id": self.execution_id, "config": dict(self.config),
+                **({"reused_from": self.reused_from.to_json()} if self.reused_from else {})}
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class TrialRecord:
     steps: int = 0  # training steps the trial ran (0: unknown, e.g. it failed)
     rung: int | None = None  # with a pruner: the last rung reached
     objectives: tuple[float | None, ...] | None = None  # several objectives, in order
+    from_run: str | None = None  # set when a cached tuner node reused an earlier run's trials
 
     def to_json(self) -> dict[str, Any]:
         """A one-objective trial has ``objective``; a multi-objective one ``objectives``
@@ -150,6 +153,8 @@ class TrialRecord:
                                   for v in self.objectives]
         else:
             data["objective"] = self.objective
+        if self.from_run:
+            data["from_run"] = self.from_run
         return data
 
 
@@ -159,11 +164,14 @@ class RunDetail:
     nodes: tuple[NodeRecord, ...]
     artifacts: tuple[ArtifactRecord, ...]
     trials: tuple[TrialRecord, ...] = ()
+    # Final metrics a cached run shows from the executions it reused: NODE.KEY -> run id.
+    reused_metrics: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.run.to_json(), "nodes": [n.to_json() for n in self.nodes],
                 "artifacts": [a.to_json() for a in self.artifacts],
-                "trials": [t.to_json() for t in self.trials]}
+                "trials": [t.to_json() for t in self.trials],
+                **({"reused_metrics": dict(self.reused_metrics)} if self.reused_metrics else {})}
 
 
 @dataclass(frozen=True)

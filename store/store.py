@@ -41,6 +41,7 @@ from flowopt.errors import StoreError
 from flowopt.recording import ArtifactRef, ExecutionRecord, RunInfo, content_hash, new_id, utcnow
 
 from .blobs import BlobStore
+from .browse import BrowseQueries
 from .integrity import Integrity
 from .lineage import LineageQueries
 from .liveness import FLUSH_SECONDS, Heartbeat, track
@@ -74,7 +75,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore):
+class Store(Queries, LineageQueries, Integrity, TuningStore, PopulationStore, BrowseQueries):
     """A flowopt store: a SQL database plus a directory of artifact blobs.
 
     ``Store(location)`` opens (creating or upgrading) the store at a directory or a

@@ -94,6 +94,8 @@ class Walk:
                 and importlib.util.find_spec("ray") is None:
             self.seconds.append((0.0, 0.0, f"{command}  [skipped: the 'ray' extra is not installed]"))
             return None
+        if words[:2] == ["flowopt", "ui"]:
+            return self.serve(command, words)
         if words[0] == "flowopt":
             argv = [sys.executable, "-m", "flowopt", *words[1:]]
             if words[1] == "run" and words[2] in FAST:
@@ -108,6 +110,37 @@ class Walk:
         self.log.append(f"$ {command}\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
         assert done.returncode == 0, "\n".join(self.log[-3:])
         return done
+
+    def serve(self, command: str, words: list[str]) -> None:
+        """`flowopt ui` serves until stopped: start it (on a free port, not the README's
+        8321, which may be taken), check that the page and the runs answer, stop it."""
+        import socket
+        import urllib.request
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        start = time.perf_counter()
+        server = subprocess.Popen([sys.executable, "-m", "flowopt", *words[1:], "--port", str(port)],
+                                  cwd=self.folder, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+                    runs = json.loads(urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/api/runs", timeout=10).read())
+                    break
+                except OSError:
+                    assert server.poll() is None and time.monotonic() < deadline, \
+                        f"$ {command}\n{server.stdout.read() if server.poll() is not None else ''}"
+                    time.sleep(0.2)
+            assert b"flowopt" in page and runs["total"] > 0
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        self.seconds.append((time.perf_counter() - start, 0.0, command))
 
     def script(self, name: str, body: str) -> subprocess.CompletedProcess:
         for before, after in SNIPPET_EDITS:

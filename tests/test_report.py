@@ -1,7 +1,9 @@
-"""`flowopt report`: one self-contained HTML page with the sections a run has."""
+"""`flowopt report`: one self-contained HTML page with the sections a run has, drawing the
+same figures as `flowopt ui` (checked here through the figure data the page carries)."""
 from __future__ import annotations
 
-import base64
+import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -12,8 +14,6 @@ import pytest
 from flowopt.graph import compile_pipeline
 from flowopt.runner import execute
 from flowopt.spec import load_spec
-
-pytest.importorskip("matplotlib")
 
 TUNED = """
 pipeline: report-demo
@@ -39,8 +39,10 @@ def tuned_run(tmp_path):
     return store, result
 
 
-def _images(page: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in re.findall(r'data:image/png;base64,([A-Za-z0-9+/=]+)', page)]
+def _figures(page: str) -> dict[str, dict]:
+    """The figure descriptions a report page carries (what its plot script draws)."""
+    found = re.findall(r'<script type="application/json" class="figure-data">(.*?)</script>', page)
+    return {f["id"]: f for f in map(json.loads, found)}
 
 
 def test_a_tuned_run_reports_its_summary_and_the_tuner_convergence(tuned_run, tmp_path):
@@ -51,28 +53,63 @@ def test_a_tuned_run_reports_its_summary_and_the_tuner_convergence(tuned_run, tm
     assert done.returncode == 0, done.stderr
     page = out.read_text()
     assert "<h2>Summary</h2>" in page and result.run_id in page
-    assert "<h2>Tuner traces</h2>" in page
+    assert "<h2>Tuner tune</h2>" in page
     trial_rows = re.findall(r"<tr><td>(\d+)</td><td>succeeded</td>", page)
     assert sorted(map(int, trial_rows)) == [0, 1, 2, 3, 4]  # one table row per trial
-    images = _images(page)
-    assert images and all(png.startswith(b"\x89PNG") for png in images)
+    figures = _figures(page)
+    objective = figures["tuner:objective"]
+    trials, best = objective["series"][0], objective["series"][-1]
+    assert best["y"] == [min(trials["y"][:i + 1]) for i in range(len(trials["y"]))]  # mode min
+    curves = figures["tuner:curves"]  # the trials' learning curves, from their child runs
+    assert len(curves["series"]) == 5 and all(s["x"] == [1, 2, 3, 4, 5] for s in curves["series"])
+    assert "http" not in page.split("<main>")[0]  # nothing loaded from elsewhere: works offline
     assert not out.with_name("r.html.partial").exists()
 
 
-def test_learning_curves_come_from_metric_series(tmp_path):
-    from flowopt.cli.report import curves_section, series_of
+@pytest.fixture(scope="module")
+def ui_runs(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location(
+        "ui_store", Path(__file__).parent / "plugins" / "ui_store.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_store(tmp_path_factory.mktemp("report"))
+
+
+def _report(ids: dict, role: str) -> str:
+    from flowopt.cli.report import build_report
     from flowopt.store import Store
 
-    pipeline = tmp_path / "p.yaml"
-    pipeline.write_text(f"pipeline: c\nplugins: [{PLUGIN}]\nnodes:\n  curve: {{kind: toy.curve}}\n")
-    store_dir = str(tmp_path / "store")
-    result = execute(compile_pipeline(load_spec(pipeline)), store=store_dir)
-    store = Store.open(store_dir)
-    curves = series_of(store, store.run(result.run_id))
-    assert [step for step, _ in curves["curve"]["loss"]] == [1, 2, 3, 4, 5]
-    assert curves["curve"]["loss"][-1][1] == pytest.approx(1.0 + 1.0 / 5)
-    title, body = curves_section(curves)
-    assert title == "Learning curves" and "data:image/png" in body
+    return build_report(Store.open(ids["store"], create=False), ids[role])
+
+
+def test_learning_curves_are_lines_and_per_layer_numbers_are_bars(ui_runs):
+    figures = _figures(_report(ui_runs, "plain"))
+    loss = figures["series:curve.loss"]
+    assert loss["type"] == "line" and loss["series"][0]["x"] == list(range(1, 9))
+    assert loss["series"][0]["y"][-1] == pytest.approx((0.25 - 1.0) ** 2 + 1.0 / 8)
+    bits = figures["series:curve.layer_bits"]
+    assert bits["type"] == "bar" and bits["series"][0]["y"] == [8, 4, 4, 8]
+
+
+def test_a_cached_rerun_reports_the_trials_and_metrics_it_reused(ui_runs):
+    page = _report(ui_runs, "cached")
+    original = ui_runs["tuned"][:12]
+    assert f"trials of run {original}" in page
+    figures = _figures(page)
+    assert len(figures["tuner:objective"]["series"][0]["x"]) == 6
+    assert len(figures["tuner:curves"]["series"]) == 6
+
+
+def test_markup_in_store_strings_is_escaped(ui_runs):
+    page = _report(ui_runs, "hostile")
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_several_objectives_draw_the_pareto_front_with_its_hypervolume(ui_runs):
+    pareto = _figures(_report(ui_runs, "multi"))["tuner:pareto"]
+    assert pareto["hypervolume"] == pytest.approx(0.42)
+    assert sorted(pareto["series"][1]["labels"]) == ["trial 0", "trial 1", "trial 3"]
 
 
 def test_an_unknown_run_is_one_line_and_exit_2(tuned_run, tmp_path):
@@ -82,3 +119,24 @@ def test_an_unknown_run_is_one_line_and_exit_2(tuned_run, tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("error:") and "Traceback" not in done.stderr
     assert not (tmp_path / "x.html").exists()
+
+
+def test_quantized_models_are_drawn_as_accuracy_against_size():
+    from flowopt.ui.data import quantization_rows
+    from flowopt.ui.figures import quantization_figure
+
+    run = {"metrics": {"q8.size_ratio": 0.26, "q4.size_ratio": 0.14, "s8.accuracy": 0.97,
+                       "s4.accuracy": 0.91, "sf.accuracy": 0.98},
+           "nodes": [{"id": "train", "kind": "optimizer.adam", "inputs": []},
+                     {"id": "q8", "kind": "quantizer.blockwise", "inputs": ["a0"]},
+                     {"id": "q4", "kind": "quantizer.blockwise", "inputs": ["a0"]},
+                     {"id": "s8", "kind": "evaluator.classification", "inputs": ["a8"]},
+                     {"id": "s4", "kind": "evaluator.classification", "inputs": ["a4"]},
+                     {"id": "sf", "kind": "evaluator.classification", "inputs": ["a0"]}],
+           "artifacts": [{"id": "a0", "node": "train", "port": "model"},
+                         {"id": "a8", "node": "q8", "port": "model"},
+                         {"id": "a4", "node": "q4", "port": "model"}]}
+    figure = quantization_figure(quantization_rows(run))
+    points = {s["name"]: (s["x"][0], s["y"][0]) for s in figure["series"]}
+    assert points == {"q4": (0.14, 0.91), "q8": (0.26, 0.97), "train": (1.0, 0.98)}
+    assert figure["type"] == "scatter"

@@ -167,6 +167,20 @@ def report(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
     typer.echo(f"wrote {path}")
 
 
+@app.command()
+def ui(store: Optional[str] = StoreOption,
+       host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+       port: int = typer.Option(8321, "--port", min=1, max=65535),
+       token: Optional[str] = typer.Option(None, "--token", envvar="FLOWOPT_UI_TOKEN",
+                                           help="Required for a non-local --host.")) -> None:
+    """Browse the store in a web browser (read-only): runs, compare, tuners, lineage."""
+    from flowopt.runner import store_location
+    from flowopt.ui.server import serve
+
+    _guarded(lambda: serve(store_location(store), host=host, port=port, token=token,
+                           ready=lambda url: typer.echo(f"flowopt ui: open {url}  (Ctrl-C stops)")))
+
+
 from . import store_commands  # noqa: E402,F401 - registers runs list/show/compare, lineage, store
 
 

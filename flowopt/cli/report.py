@@ -1,55 +1,38 @@
 """``flowopt report RUN -o report.html``: one self-contained HTML page about a run.
 
+It draws the same figures as `flowopt ui` from the same code: `flowopt.ui.data` gathers
+the run, `flowopt.ui.figures` describes each plot, and the page inlines the UI's
+``plot.js`` and stylesheet, so it works offline, can be mailed as one file, and its
+plots answer the mouse (hover for values, click a legend entry to hide a series).
 Sections appear when the run has something to show:
 
-* **Summary** — status, params and final metrics (the `runs show` record).
-* **Learning curves** — every metric logged as a series (e.g. ``train.loss``,
-  ``train.lr``, ``train.val_accuracy``), one panel per node.
-* **Tuner traces** — per tuner node, each trial's objective by trial number and the
-  best so far (Bayesian-optimization or random-search convergence).
-* **Quantization** — accuracy against size for every evaluator fed by a quantizer
-  (`quantization`).
-* **Population** — each PBT member's hyperparameter schedule, score and copy tree
-  (`flowopt.cli.pbt.draw`).
+* **Summary** — status, params and final metrics; a cached run says which run each
+  reused result came from.
+* **Learning curves** — every metric logged with steps, the reused ones included;
+  per-layer numbers (``layer_*``, e.g. a quantizer's bits per layer) are bars.
+* **Tuner** — per tuner node: objective over trials with the best so far, parallel
+  coordinates, objective against each param, the trials' learning curves against
+  steps (with early-stopping rungs), the Pareto front when several objectives are tuned.
+* **Quantization** — accuracy against size for every evaluator fed by a quantizer.
+* **Population** — each PBT member's hyperparameter schedule, score and copy tree.
 
-Figures are PNGs embedded as base64, so the file can be mailed or attached as it is.
-Builders are plain functions over the store's frozen records, so tests call them
-directly; matplotlib (the ``report`` extra) is imported only here, with the Agg backend.
+Nothing from the store reaches the page unescaped: text goes through `html.escape`,
+figure data is JSON with ``<`` written as ``\\u003c`` inside its script element.
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
-import math
-import tempfile
+import json
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 Section = tuple[str, str]  # (title, HTML body)
 
 
-def _figure_html(figure: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return _png_html(buffer.getvalue())
-
-
-def _png_html(png: bytes) -> str:
-    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
@@ -59,10 +42,13 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "" if value is None else str(value)
+def figures_html(figures: Iterable[dict[str, Any]]) -> str:
+    """Figure descriptions as inert JSON script elements; ``plot.js`` draws them."""
+    parts = []
+    for figure in figures:
+        text = json.dumps(figure, allow_nan=False, default=str).replace("<", "\\u003c")
+        parts.append(f'<script type="application/json" class="figure-data">{text}</script>')
+    return '<div class="figures">' + "".join(parts) + "</div>" if parts else ""
 
 
 def summary_section(detail: Any) -> Section:
@@ -70,135 +56,83 @@ def summary_section(detail: Any) -> Section:
     rows = [("run", run.run_id), ("pipeline", run.pipeline), ("status", run.status),
             ("started", run.started_at), ("ended", run.ended_at)]
     parts = [_table(("", ""), rows)]
+    reused = [n for n in detail.nodes if getattr(n, "reused_from", None)]
+    if reused:
+        sources = sorted({n.reused_from.run_id for n in reused})
+        parts.append(f'<p class="note">{len(reused)} of {len(detail.nodes)} nodes reused results '
+                     f'of earlier runs: {html.escape(", ".join(s[:12] for s in sources))}</p>')
     if run.params:
         parts.append("<h3>params</h3>" + _table(("param", "value"), sorted(run.params.items())))
     if run.metrics:
-        parts.append("<h3>final metrics</h3>"
-                     + _table(("metric", "value"), sorted(run.metrics.items())))
+        origin = getattr(detail, "reused_metrics", {}) or {}
+        parts.append("<h3>final metrics</h3>" + _table(
+            ("metric", "value", "from run"),
+            [(k, v, origin[k][:12] if k in origin else "this run")
+             for k, v in sorted(run.metrics.items())]))
     return "Summary", "".join(parts)
 
 
-def series_of(store: Any, detail: Any) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """``node -> metric -> [(step, value)]`` for every metric of the run logged as a series."""
-    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for key in sorted(detail.run.metrics):
-        points = [(p.step, p.value) for p in store.metrics(detail.run.run_id, key)
-                  if p.step is not None]
-        if len(points) > 1:
-            node, _, metric = key.partition(".")
-            curves.setdefault(node, {})[metric] = points
-    return curves
+def curves_section(store: Any, detail: Any) -> Section | None:
+    from flowopt.ui import figures
+
+    found = figures.series_figures(store.series(detail.run.run_id))
+    return ("Learning curves", figures_html(found)) if found else None
 
 
-def curves_section(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> Section | None:
-    if not curves:
-        return None
-    plt = _pyplot()
-    parts = []
-    for node, metrics in curves.items():
-        figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3), squeeze=False)
-        for axis, (metric, points) in zip(axes[0], metrics.items()):
-            steps, values = zip(*points)
-            axis.plot(steps, values)
-            axis.set_title(f"{node}.{metric}")
-            axis.set_xlabel("step")
-            if metric in ("loss", "lr", "val_loss") and min(values) > 0:
-                axis.set_yscale("log")
-            axis.grid(True, alpha=0.3)
-        parts.append(_figure_html(figure))
-    return "Learning curves", "".join(parts)
+def tuner_sections(store: Any, detail: Any) -> list[Section]:
+    from flowopt.ui.data import tuner_view
+
+    sections = []
+    for node in sorted({t.node for t in detail.trials}):
+        view = tuner_view(store, detail.run.run_id, node)
+        steps = any(t.get("steps") is not None for t in view["trials"])
+        rows = [(t["number"], t["status"],
+                 t["objective"] if "objective" in t else ", ".join(map(_fmt, t["objectives"])),
+                 ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t["params"].items())),
+                 *([t.get("steps")] if steps else []), t["seconds"],
+                 (t.get("trial_run_id") or "")[:12]) for t in view["trials"]]
+        origin = (f'<p class="note">trials of run {html.escape(view["from_run"][:12])}, '
+                  "reused by this cached run</p>") if view.get("from_run") else ""
+        sections.append((f"Tuner {node}", origin + figures_html(view["figures"]) + _table(
+            ("trial", "status", "objective", "params", *(["steps"] if steps else []), "seconds",
+             "run"), rows)))
+    return sections
 
 
-def trials_section(detail: Any) -> Section | None:
-    if not detail.trials:
-        return None
-    plt = _pyplot()
-    parts = []
-    by_node: dict[str, list[Any]] = {}
-    for trial in detail.trials:
-        by_node.setdefault(trial.node, []).append(trial)
-    for node, trials in by_node.items():
-        mode = (next((n.config for n in detail.nodes if n.id == node), None) or {}).get("mode", "max")
-        better = max if mode == "max" else min
-        figure, axis = plt.subplots(figsize=(7, 3.5))
-        done = [(t.number, t.objective) for t in trials
-                if t.objective is not None and math.isfinite(t.objective)]
-        failed = [t.number for t in trials if t.status == "failed"]
-        if done:
-            numbers, objectives = zip(*done)
-            axis.scatter(numbers, objectives, s=18, label="trial")
-            best, running = [], None
-            for value in objectives:
-                running = value if running is None else better(running, value)
-                best.append(running)
-            axis.step(numbers, best, where="post", color="C3", label=f"best so far ({mode})")
-        for number in failed:
-            axis.axvline(number, color="0.8", linewidth=0.8)
-        axis.set_xlabel("trial")
-        axis.set_ylabel("objective")
-        axis.set_title(f"{node}: {len(done)} finished, {len(failed)} failed")
-        axis.legend(loc="best", fontsize=8)
-        axis.grid(True, alpha=0.3)
-        rows = [(t.number, t.status, t.objective, _fmt_params(t.params), t.seconds)
-                for t in trials]
-        parts.append(_figure_html(figure)
-                     + _table(("trial", "status", "objective", "params", "seconds"), rows))
-    return "Tuner traces", "".join(parts)
+def quantization_and_population(store: Any, detail: Any) -> list[Section]:
+    from flowopt.ui.data import quantization_and_population as extra, quantization_rows
 
-
-def _fmt_params(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(params.items()))
-
-
-def quantization_section(detail: Any) -> Section | None:
-    if not any(n.kind.startswith("quantizer.") for n in detail.nodes):
-        return None
-    from . import quantization as report
-
-    rows = report.points(detail.to_json())
-    if not rows:
-        return None
-    with tempfile.TemporaryDirectory() as folder:
-        png = report.plot(rows, Path(folder) / "size.png").read_bytes()
-    return "Quantization", _png_html(png) + f"<pre>{html.escape(report.table(rows))}</pre>"
-
-
-def population_section(store: Any, detail: Any) -> Section | None:
-    if not any(n.kind == "tuner.pbt" for n in detail.nodes):
-        return None
-    from flowopt.store.population import read_events, tuner_nodes
-
-    from .pbt import draw
-
-    parts = []
-    for node in tuner_nodes(store.engine, detail.run.run_id):
-        events = read_events(store.engine, detail.run.run_id, node)
-        if events:
-            parts.append(_png_html(draw(events, f"{node}: population")))
-    return ("Population", "".join(parts)) if parts else None
-
-
-STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
-         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
-         "padding:2px 8px;text-align:left;font-size:13px}img{max-width:100%}")
+    found = extra(store, detail)
+    quantized = [f for f in found if f["id"] == "quantization"]
+    population = [f for f in found if f["id"].startswith("pbt:")]
+    sections = []
+    if quantized:
+        rows = quantization_rows(detail.to_json())
+        sections.append(("Quantization", figures_html(quantized) + _table(
+            ("quantizer", "kind", "evaluator", "size ratio", "accuracy"),
+            [(r["quantizer"], r["kind"], r["evaluator"], r["size_ratio"], r["accuracy"])
+             for r in rows])))
+    if population:
+        sections.append(("Population", figures_html(population)))
+    return sections
 
 
 def build_report(store: Any, run_id: str) -> str:
     """The HTML page for run `run_id` (a unique prefix is enough)."""
+    from flowopt.ui import static_text
+
     detail = store.run(run_id)
-    builders: list[Callable[[], Section | None]] = [
-        lambda: summary_section(detail),
-        lambda: curves_section(series_of(store, detail)),
-        lambda: trials_section(detail),
-        lambda: quantization_section(detail),
-        lambda: population_section(store, detail),
-    ]
-    sections = [s for s in (build() for build in builders) if s is not None]
+    sections = [summary_section(detail)]
+    sections += [s for s in [curves_section(store, detail)] if s]
+    sections += tuner_sections(store, detail)
+    sections += quantization_and_population(store, detail)
     title = f"flowopt report — {detail.run.pipeline} / {detail.run.run_id[:12]}"
     body = "".join(f"<h2>{html.escape(name)}</h2>{content}" for name, content in sections)
+    script = static_text("plot.js").replace("</", "<\\/")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"{body}</body></html>")
+            f"</title><style>{static_text('style.css')}</style></head><body><main>"
+            f"<h1>{html.escape(title)}</h1>{body}</main><script>{script}\n"
+            "window.FlowoptPlot.renderAll(document);</script></body></html>")
 
 
 def write_report(store: Any, run_id: str, output: Path) -> Path:
