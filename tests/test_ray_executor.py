@@ -166,6 +166,7 @@ def test_cancelling_a_run_cancels_its_ray_tasks(ray_local, tmp_path):
 
 
 def test_bad_executor_input_is_one_line_exit_2_and_nothing_stored(tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'flowopt[ray]'")
     path = _write(tmp_path, TRAINING)
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
