@@ -2,7 +2,9 @@
 `make_ctx`, the `Context` a node function receives, for unit tests of node kinds."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -16,6 +18,18 @@ from flowopt.registry import load_plugin
 TESTS = Path(__file__).parent
 TOY_PLUGIN = TESTS / "plugins" / "toy.py"
 load_plugin(str(TOY_PLUGIN))
+
+
+def _register(name: str, path: Path) -> None:
+    """Make a test helper module importable by name (tests are not a package)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+_register("pbt_support", TESTS / "pbt_support.py")  # PBT scaffolding: `import pbt_support`
 
 
 @pytest.fixture

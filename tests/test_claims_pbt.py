@@ -10,11 +10,8 @@ test_pbt_population.py; the full table with more configurations is benchmarks/pb
 """
 from __future__ import annotations
 
-import importlib.util
 import statistics
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -25,19 +22,7 @@ from flowopt.nodes.tuner.pbt.population import Population
 from flowopt.spec import Domain
 
 
-def _load_support():
-    """tests/pbt_support.py (PBT test scaffolding), loaded by its path."""
-    path = Path(__file__).with_name("pbt_support.py")
-    spec = importlib.util.spec_from_file_location("flowopt_tests_pbt_support", path)
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-SUPPORT = _load_support()
+import pbt_support as SUPPORT  # noqa: E402 - registered by conftest.py
 
 random_search = SUPPORT.load_benchmark("pbt_baseline").random_search
 SPACE = {"lr": Domain(low=1e-4, high=0.1, log=True),

@@ -1,11 +1,8 @@
 """The asynchronous PBT controller, with fake trainables and the paper's toy problem."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,19 +12,7 @@ from flowopt.nodes.tuner.pbt.population import MemoryCheckpoints, Population, fo
 from flowopt.spec import Domain
 
 
-def _load_support():
-    """tests/pbt_support.py (PBT test scaffolding), loaded by its path."""
-    path = Path(__file__).with_name("pbt_support.py")
-    spec = importlib.util.spec_from_file_location("flowopt_tests_pbt_support", path)
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-SUPPORT = _load_support()
+import pbt_support as SUPPORT  # noqa: E402 - registered by conftest.py
 
 PAPER_H, ToyTrainable, q = SUPPORT.PAPER_H, SUPPORT.ToyTrainable, SUPPORT.q
 LR = {"lr": Domain(low=1e-3, high=1.0, log=True)}

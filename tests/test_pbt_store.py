@@ -1,12 +1,10 @@
 """PBT lineage in the store: events and checkpoints written, read back, resumed, drawn."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,19 +18,7 @@ from flowopt.store import Store
 from flowopt.store.population import read_events, schedule, schedule_rows, write_events
 
 
-def _load_support():
-    """tests/pbt_support.py (PBT test scaffolding), loaded by its path."""
-    path = Path(__file__).with_name("pbt_support.py")
-    spec = importlib.util.spec_from_file_location("flowopt_tests_pbt_support", path)
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-SUPPORT = _load_support()
+import pbt_support as SUPPORT  # noqa: E402 - registered by conftest.py
 
 SPACE = {"h0": Domain(low=0, high=1), "h1": Domain(low=0, high=1)}
 FLOWOPT = [sys.executable, "-m", "flowopt"]

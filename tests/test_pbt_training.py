@@ -1,9 +1,6 @@
 """PBT on real training: digits MLP members that pause, copy, resume and replay exactly."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,19 +14,7 @@ from flowopt.store import Store
 from flowopt.store.population import read_events
 
 
-def _load_support():
-    """tests/pbt_support.py (PBT test scaffolding), loaded by its path."""
-    path = Path(__file__).with_name("pbt_support.py")
-    spec = importlib.util.spec_from_file_location("flowopt_tests_pbt_support", path)
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-SUPPORT = _load_support()
+import pbt_support as SUPPORT  # noqa: E402 - registered by conftest.py
 
 best_member, replay_best = SUPPORT.best_member, SUPPORT.replay_best
 run_population = SUPPORT.run_population
