@@ -50,11 +50,10 @@ import numpy as np
 from flowopt.tuning.pareto import (feasible, infer_reference_point, modes_of, observed_values,
                                    pareto_mask, signs)
 
-from ..space import SearchSpace
-from ..strategy import Strategy
+from .strategy import SobolDesign
 
 
-class MultiObjectiveBayesOpt(Strategy):
+class MultiObjectiveBayesOpt(SobolDesign):
     """GP Bayesian optimisation of several objectives by noisy expected hypervolume improvement.
 
     Constructed by `BayesOpt` when ``mode`` is a list; ``with:`` fields are
@@ -67,48 +66,26 @@ class MultiObjectiveBayesOpt(Strategy):
 
     def __init__(self, space, *, mode, seed, budget, config=None,
                  reference_point: Sequence[float] | None = None) -> None:  # type: ignore[no-untyped-def]
-        from .strategy import BayesOptConfig, default_initial_design
-
-        super().__init__(space, mode=mode, seed=seed, budget=budget,
-                         config=config if config is not None else BayesOptConfig())
+        super().__init__(space, mode=mode, seed=seed, budget=budget, config=config)
         self.modes = modes_of(mode)
         self.sign = signs(self.modes)              # loss = sign * value
         self.reference_point = reference_point    # in objective units, as the user wrote it
-        self.cube = SearchSpace(self.space)
-        self._rng = np.random.default_rng(seed)
         self._hyper: list[Any] = [None] * len(self.modes)
-        self._design_next = 0
-        self.initial_design = (self.config.initial_design if self.config.initial_design
-                               is not None else default_initial_design(budget))
 
     # -- the Strategy contract ---------------------------------------------------------
     def ask(self, pending: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        seen = {self.cube.key(o.params) for o in self.observations}
-        seen |= {self.cube.key(p) for p in pending}
+        seen = self._seen(pending)
         done = [(o, v) for o in self.observations
                 if (v := observed_values(o, len(self.modes))) is not None]
-        if len(done) + len(pending) < self.initial_design or len(done) < 2:
+        if self._designing(len(done), pending):
             return self._design_point(seen)
         from .blas import single_threaded
 
         with single_threaded():
             return self._model_point(done, pending, seen)
 
-    def exhausted(self, pending: Sequence[Mapping[str, Any]] = ()) -> bool:
-        size = self.cube.size
-        if size is None:
-            return False
-        taken = {self.cube.key(o.params) for o in self.observations}
-        return len(taken | {self.cube.key(p) for p in pending}) >= size
-
     # -- design ----------------------------------------------------------------------------
-    def _design_point(self, seen: set) -> dict[str, Any]:
-        for _ in range(64):
-            for u in self.cube.sobol(16, seed=self.seed, skip=self._design_next):
-                self._design_next += 1
-                params = self.cube.decode(u)
-                if self.cube.key(params) not in seen:
-                    return params
+    def _unseen_random(self, seen: set) -> dict[str, Any]:
         return self._unseen(self.cube.random(256, self._rng), seen)
 
     def _unseen(self, points: np.ndarray, seen: set) -> dict[str, Any]:

@@ -82,7 +82,49 @@ def default_initial_design(trials: int) -> int:
     return max(2, min(10, trials // 3))
 
 
-class BayesOpt(Strategy):
+class SobolDesign(Strategy):
+    """What the one- and the several-objective GP strategies share around their models:
+    the initial Sobol design (`default_initial_design` unless set), never proposing a
+    point observed or running, and stopping once a finite space is used up. A subclass
+    supplies `_unseen_random` (a point off the design when the design is used up)."""
+
+    def __init__(self, space, *, mode, seed, budget, config=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(space, mode=mode, seed=seed, budget=budget,
+                         config=config if config is not None else BayesOptConfig())
+        self.cube = SearchSpace(self.space)
+        self._rng = np.random.default_rng(seed)
+        self._design_next = 0
+        self.initial_design = (self.config.initial_design if self.config.initial_design
+                               is not None else default_initial_design(budget))
+
+    def _seen(self, pending: Sequence[Mapping[str, Any]]) -> set:
+        """Keys of the params observed or running: never proposed again."""
+        return ({self.cube.key(o.params) for o in self.observations}
+                | {self.cube.key(p) for p in pending})
+
+    def _designing(self, observed: int, pending: Sequence[Mapping[str, Any]]) -> bool:
+        """True while asks still come from the design (a GP needs 2 observations)."""
+        return observed + len(pending) < self.initial_design or observed < 2
+
+    def exhausted(self, pending: Sequence[Mapping[str, Any]] = ()) -> bool:
+        """True once every point of a finite space was observed or is running."""
+        size = self.cube.size
+        return size is not None and len(self._seen(pending)) >= size
+
+    def _design_point(self, seen: set) -> dict[str, Any]:
+        for _ in range(64):
+            for u in self.cube.sobol(16, seed=self.seed, skip=self._design_next):
+                self._design_next += 1
+                params = self.cube.decode(u)
+                if self.cube.key(params) not in seen:
+                    return params
+        return self._unseen_random(seen)
+
+    def _unseen_random(self, seen: set) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class BayesOpt(SobolDesign):
     """GP Bayesian optimisation (Frazier 2018) with EI, noisy EI or knowledge gradient.
 
     Ports: ``objective`` (in, a metric port); ``params``, ``objective`` and the best
@@ -108,15 +150,9 @@ class BayesOpt(Strategy):
     _KG_DOMAIN = 32         # high-mean candidates added to KG's discrete domain
 
     def __init__(self, space, *, mode, seed, budget, config=None) -> None:
-        super().__init__(space, mode=mode, seed=seed, budget=budget,
-                         config=config if config is not None else BayesOptConfig())
-        self.cube = SearchSpace(self.space)
-        self._rng = np.random.default_rng(seed)
+        super().__init__(space, mode=mode, seed=seed, budget=budget, config=config)
         self._hyper = None                    # last fitted hyperparameters (warm start)
         self._model: tuple[int, Any, np.ndarray] | None = None   # (n used, GP, y standardised)
-        self._design_next = 0
-        self.initial_design = (self.config.initial_design if self.config.initial_design
-                               is not None else default_initial_design(budget))
 
     @classmethod
     def budget_warnings(cls, config: BayesOptConfig, trials: int) -> list[str]:
@@ -134,23 +170,14 @@ class BayesOpt(Strategy):
 
     # -- the Strategy contract ---------------------------------------------------------
     def ask(self, pending: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        seen = {self.cube.key(o.params) for o in self.observations}
-        seen |= {self.cube.key(p) for p in pending}
+        seen = self._seen(pending)
         done = [o for o in self.observations if o.objective is not None]
-        if len(done) + len(pending) < self.initial_design or len(done) < 2:
+        if self._designing(len(done), pending):
             return self._design_point(seen)
         from .blas import single_threaded
 
         with single_threaded():
             return self._model_point(done, pending, seen)
-
-    def exhausted(self, pending: Sequence[Mapping[str, Any]] = ()) -> bool:
-        """True once every point of a finite space was observed or is running."""
-        size = self.cube.size
-        if size is None:
-            return False
-        taken = {self.cube.key(o.params) for o in self.observations}
-        return len(taken | {self.cube.key(p) for p in pending}) >= size
 
     def recommend(self) -> dict[str, Any] | None:
         """The evaluated params with the highest posterior mean (for noisy objectives the
@@ -168,16 +195,6 @@ class BayesOpt(Strategy):
         return dict(done[int(np.argmax(mean))].params)
 
     # -- initial design ------------------------------------------------------------------
-    def _design_point(self, seen: set) -> dict[str, Any]:
-        for _ in range(64):
-            batch = self.cube.sobol(16, seed=self.seed, skip=self._design_next)
-            for u in batch:
-                self._design_next += 1
-                params = self.cube.decode(u)
-                if self.cube.key(params) not in seen:
-                    return params
-        return self._unseen_random(seen)
-
     def _unseen_random(self, seen: set) -> dict[str, Any]:
         small = self.cube.size is not None and self.cube.size <= self.config.candidates
         for u in self._candidates_finite(seen) if small else self.cube.random(256, self._rng):
