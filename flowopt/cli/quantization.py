@@ -25,7 +25,7 @@ def points(run: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         for artifact in node["inputs"]:
             source, port = produced.get(artifact, (None, None))
-            if source is None or port != "model":
+            if source is None or port != "model" or source not in nodes:
                 continue
             kind = nodes[source]["kind"]
             if kind.startswith("quantizer."):
@@ -38,7 +38,8 @@ def points(run: dict[str, Any]) -> list[dict[str, Any]]:
                 rows.append({"quantizer": source, "kind": "float", "evaluator": node["id"],
                              "bytes": None, "size_ratio": 1.0, "bits_per_parameter": 32.0,
                              "accuracy": metrics[f"{node['id']}.accuracy"]})
-    return sorted(rows, key=lambda row: row["size_ratio"])
+    # a quantizer that logged no size_ratio sorts after the float model
+    return sorted(rows, key=lambda row: row["size_ratio"] if row["size_ratio"] is not None else 2.0)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

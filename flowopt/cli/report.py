@@ -100,7 +100,9 @@ def tuner_sections(store: Any, detail: Any) -> list[Section]:
 
 
 def quantization_and_population(store: Any, detail: Any) -> list[Section]:
-    from flowopt.ui.data import quantization_and_population as extra, quantization_rows
+    from flowopt.ui.data import quantization_and_population as extra
+
+    from .quantization import points as quantization_rows
 
     found = extra(store, detail)
     quantized = [f for f in found if f["id"] == "quantization"]

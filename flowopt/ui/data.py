@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+from flowopt.cli.quantization import points as quantization_rows
+
 from . import figures
 
 MAX_COMPARE = 200  # runs one comparison may hold
@@ -103,27 +105,6 @@ def quantization_and_population(store: Any, detail: Any) -> list[dict[str, Any]]
             if events:
                 out.extend(figures.population_figures(events, node))
     return out
-
-
-def quantization_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each evaluator fed by a quantizer (or a float model): bytes, size ratio, accuracy
-    (the rows of `flowopt.nodes.quantizer.report.points`, found the same way)."""
-    metrics, nodes = run["metrics"], {n["id"]: n for n in run["nodes"]}
-    produced = {a["id"]: (a["node"], a["port"]) for a in run["artifacts"]}
-    rows = []
-    for node in run["nodes"]:
-        if not node["kind"].startswith("evaluator.") or f"{node['id']}.accuracy" not in metrics:
-            continue
-        for artifact in node["inputs"]:
-            source, port = produced.get(artifact, (None, None))
-            if source is None or port != "model" or source not in nodes:
-                continue
-            quantized = nodes[source]["kind"].startswith("quantizer.")
-            rows.append({"quantizer": source, "kind": nodes[source]["kind"] if quantized else "float",
-                         "evaluator": node["id"],
-                         "size_ratio": metrics.get(f"{source}.size_ratio") if quantized else 1.0,
-                         "accuracy": metrics[f"{node['id']}.accuracy"]})
-    return sorted(rows, key=lambda r: r["size_ratio"] if r["size_ratio"] is not None else 2.0)
 
 
 # -- compare -------------------------------------------------------------------------------
