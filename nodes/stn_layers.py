@@ -91,16 +91,26 @@ def hypers(specs: list[dict[str, Any]]) -> list[Hyper]:
 
 # --- layers ---------------------------------------------------------------------------
 
-class StnLinear(nn.Module):
-    """`out = W x + b + (V_w h) ⊙ (W' x) + (V_b h) ⊙ b'` for a gate input `h` (batch, H)."""
+class _Gated(nn.Module):
+    """The parameters every STN layer has: a general and a response layer (`_make`) and the
+    gates, zero at the start so the layer begins as its plain self."""
+
+    _make = None  # (fan_in, fan_out, generator) -> a plain layer with weight and bias
 
     def __init__(self, fan_in: int, fan_out: int, n_hyper: int, generator: torch.Generator):
         super().__init__()
-        general, response = _linear(fan_in, fan_out, generator), _linear(fan_in, fan_out, generator)
+        general = self._make(fan_in, fan_out, generator)
+        response = self._make(fan_in, fan_out, generator)
         self.weight, self.bias = general.weight, general.bias
         self.response_weight, self.response_bias = response.weight, response.bias
         self.gate = nn.Parameter(torch.zeros(2 * fan_out, n_hyper))
         self.fan_out = fan_out
+
+
+class StnLinear(_Gated):
+    """`out = W x + b + (V_w h) ⊙ (W' x) + (V_b h) ⊙ b'` for a gate input `h` (batch, H)."""
+
+    _make = staticmethod(_linear)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         g = F.linear(h, self.gate)
@@ -116,16 +126,10 @@ class StnLinear(nn.Module):
                 self.bias + g[self.fan_out:] * self.response_bias)
 
 
-class StnConv2d(nn.Module):
+class StnConv2d(_Gated):
     """A 3×3 convolution (padding 1) gated per output channel, as `StnLinear`."""
 
-    def __init__(self, fan_in: int, fan_out: int, n_hyper: int, generator: torch.Generator):
-        super().__init__()
-        general, response = _conv(fan_in, fan_out, generator), _conv(fan_in, fan_out, generator)
-        self.weight, self.bias = general.weight, general.bias
-        self.response_weight, self.response_bias = response.weight, response.bias
-        self.gate = nn.Parameter(torch.zeros(2 * fan_out, n_hyper))
-        self.fan_out = fan_out
+    _make = staticmethod(_conv)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         g = F.linear(h, self.gate)[:, :, None, None]
