@@ -20,7 +20,8 @@ Policy, after MacKay et al. (2019) and the authors' code:
   a weight step is two updates, the general weights at the current λ (gates silent) and
   the response weights and gates at perturbed λ, each with its own optimizer of the
   node's kind. (The paper's optional linearisation of the response is not done.)
-* The weight optimizer is any optimizer node's (`weights.make`) with its lr schedule
+* The weight optimizer is any optimizer kind's, built by the kind's own constructor
+  (`optimizer.common.optimizer_for`, as the node and PBT build it), with its lr schedule
   applied per weight step; ``steps`` counts weight steps, as for a plain optimizer node.
 
 Every randomness (batch orders, per-example λ, dropout masks, noise) comes from

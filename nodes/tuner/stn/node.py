@@ -46,8 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from flowopt.registry import Port
 from flowopt.spec import PARAM_REF
 
+from ...optimizer.common import is_optimizer_kind
 from ..strategy import Strategy, register_tuner
-from .weights import KINDS
 
 MODELS = {"model.mlp": ("dropout", "input_noise"),
           "model.cnn": ("dropout", "input_noise", "cutout")}
@@ -119,10 +119,10 @@ class SelfTuningNetworks(Strategy):
                         f"({', '.join(trainers) or 'none'})")
         train = trainers[0]
         kind = _kind_name(kinds[train])
-        if kind not in KINDS:
+        if not is_optimizer_kind(kind):
             raise error(("nodes", train, "kind"),
-                        f"tuner.stn trains with an optimizer kind of the library "
-                        f"({', '.join(sorted(KINDS))}); '{train}' is {kind}")
+                        f"tuner.stn trains with an optimizer kind (one registered through "
+                        f"optimizer_kind); '{train}' is {kind}")
         if model_id is None or model_id not in plan.owned:
             raise error(("nodes", train, "in", "model"),
                         f"tuner.stn: the model '{train}' trains must be built by a node the "

@@ -26,7 +26,6 @@ from flowopt.tuning.records import FrozenTrial
 from ..pbt.node import param_fields
 from .loop import Settings, StnLoop
 from .node import roles
-from .weights import make
 
 
 def _quiet(node: Any, device: str, cancel: threading.Event, threads: int) -> Context:
@@ -79,7 +78,7 @@ class StnSession:
         import torch
 
         from ...loss import check_task
-        from ...optimizer.common import _SCHEDULE
+        from ...optimizer.common import _SCHEDULE, optimizer_for
         from ...optimizer.training import resolve_device
         from ...stn_layers import build_stn, is_stn, load_general
 
@@ -123,7 +122,7 @@ class StnSession:
                             delta=config.delta_stn,
                             eval_every=int(train_node.config.get("eval_every", 50)))
         loop = StnLoop(net, base, data, val, loss.build(),
-                       make(train_node.kind.name, train_node.config), settings,
+                       optimizer_for(train_node.kind.name, train_node.config), settings,
                        seed=s.node.seed % (2 ** 31), device=device,
                        schedule=_SCHEDULE.validate_python(train_node.config["schedule"]),
                        log=s.log_metric, cancel=s.cancel, name=f"tuner '{s.node.id}'",
