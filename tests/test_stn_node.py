@@ -195,3 +195,43 @@ def test_bad_input_exits_2_with_one_line_and_stores_nothing(tmp_path, args):
     first = done.stderr.strip().splitlines()[0]
     assert ("entropy_weight" in first) if args else ("which STN cannot tune" in first)
     assert not store.exists()
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_a_run_restored_from_a_checkpoint_ends_bit_for_bit_as_one_never_stopped(delta):
+    import torch.nn.functional as F
+
+    from flowopt.nodes.optimizer.common import optimizer_for
+    from flowopt.nodes.optimizer.training import decode_checkpoint, encode_checkpoint
+    from flowopt.nodes.stn_layers import build_stn
+    from flowopt.nodes.tuner.stn.loop import Settings, StnLoop
+
+    generator = torch.Generator().manual_seed(3)
+    x, y = torch.rand(96, 64, generator=generator), torch.randint(10, (96,), generator=generator)
+    data = Dataset(x=x, y=y, meta={"task": "classification", "n_classes": 10, "n_features": 64})
+    base = {"builder": "mlp", "n_inputs": 64, "n_outputs": 10, "hidden": [16], "dropout": 0.1}
+    net = build_stn(base, [{"name": "dropout.0", "low": 0.0, "high": 0.9}], delta=delta)
+    make = optimizer_for("optimizer.adam", {"lr": 1e-2})
+    settings = Settings(steps=40, batch_size=32, warmup=4, train_steps=3, delta=delta,
+                        eval_every=10, checkpoint_every=10)
+
+    def loop(log=None):
+        return StnLoop(net, base, data, data, F.cross_entropy, make, settings, seed=5,
+                       log=log)
+
+    straight = loop().run()
+    saved: list[bytes] = []
+    first = loop()
+    first.run(on_checkpoint=lambda run: saved.append(encode_checkpoint(run.checkpoint())))
+    assert len(saved) == 3  # after steps 13, 25 and 37 (warm-up 4, cycles of 3)
+    logged: list[tuple[str, float, int | None]] = []
+    resumed = loop(lambda *row: logged.append(row)).restore(decode_checkpoint(saved[1])).run()
+    assert resumed.schedule == straight.schedule  # whole, no point twice
+    assert resumed.final == straight.final and resumed.scales == straight.scales
+    assert (resumed.weight_steps, resumed.hyper_steps, resumed.passes) == \
+        (straight.weight_steps, straight.hyper_steps, straight.passes)
+    for a, b in zip(resumed.net.state_dict().values(), straight.net.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    series = [step for key, _, step in logged if key == "hyper.dropout.0"]
+    assert series == [step - 1 for step, _ in straight.schedule]
