@@ -235,3 +235,59 @@ def test_a_run_restored_from_a_checkpoint_ends_bit_for_bit_as_one_never_stopped(
         assert torch.equal(a, b)
     series = [step for key, _, step in logged if key == "hyper.dropout.0"]
     assert series == [step - 1 for step, _ in straight.schedule]
+
+
+def test_a_killed_stn_run_resumes_from_its_last_checkpoint_and_ends_as_one_never_killed(tmp_path):
+    import json
+    import os
+    import signal
+    import time
+
+    overrides = ["nodes.train.with.steps=600", "nodes.tune.with.warmup=20",
+                 "nodes.tune.with.checkpoint_every=40"]
+    args = [a for o in overrides for a in ("-s", o)]
+    command = [sys.executable, "-m", "flowopt", "run", str(PIPELINE), "--json", *args]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--store", str(killed)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    saved_at = None
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.3)
+            if not (killed / "flowopt.db").exists():
+                continue
+            store = Store.open(killed, create=False)
+            runs = store.runs()
+            trials = store.run(runs[0].run_id).trials if runs else []
+            store.close()
+            row = next((t for t in trials if t.node == "tune" and t.status == "running"), None)
+            if row is not None and row.steps >= 150:  # passes: 120+ weight steps saved
+                saved_at = row.steps
+                os.kill(process.pid, signal.SIGKILL)
+                break
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    assert saved_at is not None and saved_at < 600, "the run finished before it could be killed"
+    resumed = subprocess.run([*command, "--store", str(killed)], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = subprocess.run([*command, "--store", str(tmp_path / "straight")],
+                              capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a, b = json.loads(resumed.stdout), json.loads(straight.stdout)
+    # it went on from a checkpoint (a weight step of a cycle boundary), not from scratch
+    assert 120 <= a["metrics"]["tune.resumed_from"] < 600
+    assert "tune.resumed_from" not in b["metrics"]
+    assert a["best"]["params"] == b["best"]["params"]  # bit for bit: same floats
+    assert a["best"]["objective"] == b["best"]["objective"]
+    series = {}
+    for name, report in (("resumed", a), ("straight", b)):
+        store = Store.open(tmp_path / ("killed" if name == "resumed" else "straight"))
+        series[name] = store.metric_series(report["run_id"], "tune.hyper.dropout.0")
+        store.close()
+    assert series["resumed"] == series["straight"]  # the whole schedule, no point twice
+    steps = [step for step, _ in series["resumed"]]
+    assert len(steps) == len(set(steps))
