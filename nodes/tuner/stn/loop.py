@@ -75,7 +75,7 @@ class Settings:
     scale: float = 0.5
     delta: bool = False
     eval_every: int = 50
-    checkpoint_every: int = 100  # weight steps between checkpoints (0: none)
+    checkpoint_every: int = 250  # weight steps between checkpoints (0: none)
 
 
 @dataclass

@@ -65,7 +65,7 @@ class StnConfig(BaseModel):
     scale: float = Field(0.5, gt=0)
     delta_stn: bool = False
     steps: int | None = Field(None, ge=1)
-    checkpoint_every: int = Field(100, ge=0)
+    checkpoint_every: int = Field(250, ge=0)
 
 
 def _kind_name(kind: Any) -> str:
