@@ -25,42 +25,23 @@ from __future__ import annotations
 
 import statistics
 
+import pbt_support
 import pytest
 import torch
 import torch.nn.functional as F
 
-from flowopt.artifacts import Model
+# The workload is the one benchmarks/stn_schedule.py records (one definition for both).
+WORKLOAD = pbt_support.load_benchmark("stn_schedule")
+HIDDEN, START = WORKLOAD.HIDDEN, WORKLOAD.START
+_base, _plain, _optimizer = WORKLOAD.base, WORKLOAD.plain, WORKLOAD.optimizer
+_val_loss = WORKLOAD.val_loss
 
 pytestmark = pytest.mark.slow
 
 SEEDS = (0, 1, 2)
-HIDDEN = [128, 128]
 STEPS = 1500  # per grid point
 GRID = (0.0, 0.2, 0.4, 0.6)  # fixed dropout rates, both layers
 STN_STEPS, WARMUP, T_TRAIN = 1250, 100, 5
-START = 0.05
-
-
-def _optimizer(params):
-    return torch.optim.SGD(params, lr=0.01, momentum=0.9)
-
-
-def _base(dropout) -> dict:
-    return {"builder": "mlp", "n_inputs": 64, "n_outputs": 10, "hidden": HIDDEN,
-            "activation": "relu", "dropout": dropout}
-
-
-def _plain(dropout, seed: int) -> Model:
-    from flowopt.nodes.layers import make_mlp
-
-    return Model(module=make_mlp(64, 10, HIDDEN, dropout=dropout,
-                                 generator=torch.Generator().manual_seed(seed)),
-                 recipe=_base(dropout))
-
-
-@torch.no_grad()
-def _val_loss(module, val) -> float:
-    return float(F.cross_entropy(module.eval()(val.x), val.y))
 
 
 @pytest.fixture(scope="module")

@@ -239,37 +239,30 @@ def test_a_run_restored_from_a_checkpoint_ends_bit_for_bit_as_one_never_stopped(
 
 def test_a_killed_stn_run_resumes_from_its_last_checkpoint_and_ends_as_one_never_killed(tmp_path):
     import json
-    import os
-    import signal
-    import time
+
+    import pbt_support
 
     overrides = ["nodes.train.with.steps=600", "nodes.tune.with.warmup=20",
                  "nodes.tune.with.checkpoint_every=40"]
     args = [a for o in overrides for a in ("-s", o)]
     command = [sys.executable, "-m", "flowopt", "run", str(PIPELINE), "--json", *args]
     killed = tmp_path / "killed"
-    process = subprocess.Popen([*command, "--store", str(killed)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     saved_at = None
-    deadline = time.monotonic() + 600
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.3)
-            if not (killed / "flowopt.db").exists():
-                continue
-            store = Store.open(killed, create=False)
-            runs = store.runs()
-            trials = store.run(runs[0].run_id).trials if runs else []
-            store.close()
-            row = next((t for t in trials if t.node == "tune" and t.status == "running"), None)
-            if row is not None and row.steps >= 150:  # passes: 120+ weight steps saved
-                saved_at = row.steps
-                os.kill(process.pid, signal.SIGKILL)
-                break
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+
+    def ready() -> bool:  # trial row 0 names a checkpoint past weight step 120
+        nonlocal saved_at
+        if not (killed / "flowopt.db").exists():
+            return False
+        store = Store.open(killed, create=False)
+        runs = store.runs()
+        trials = store.run(runs[0].run_id).trials if runs else []
+        store.close()
+        row = next((t for t in trials if t.node == "tune" and t.status == "running"), None)
+        if row is not None and row.steps >= 150:  # passes: 120+ weight steps saved
+            saved_at = row.steps
+        return saved_at is not None
+
+    pbt_support.kill_when([*command, "--store", str(killed)], ready, timeout=600)
     assert saved_at is not None and saved_at < 600, "the run finished before it could be killed"
     resumed = subprocess.run([*command, "--store", str(killed)], capture_output=True, text=True,
                              timeout=600)

@@ -34,6 +34,9 @@ recipe + weights) and every owned node's outputs after the optimizer as ``NODE.P
 hyperparameters. Each hyperparameter's value and perturbation scale are logged per
 hyperparameter step as the tuner's metric series ``hyper.NAME`` and
 ``hyper_scale.NAME``, beside ``loss``, ``lr`` and ``val_loss`` (see docs/stn.md).
+
+A killed run resumes: the run is checkpointed every ``checkpoint_every`` weight steps
+and the same pipeline run again goes on from the last checkpoint (`session`).
 """
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ class StnSession:
         from ...loss import check_task
         from ...optimizer.common import _SCHEDULE, optimizer_for
         from ...optimizer.training import resolve_device
-        from ...stn_layers import build_stn, is_stn, load_general
+        from ...stn_layers import build_stn, load_general
 
         s, config = self.session, self.config
         graph, plan = s.graph, s.plan
