@@ -11,8 +11,10 @@ weight optimiser), batches of 64, 1,500 steps per training run. The budget is
   change mid-run, so it tunes SGD's lr (log [1e-3, 0.1]) and weight decay (log [1e-6,
   1e-2]) instead, with dropout fixed at 0.05 and no input noise;
 * ``tuner.stn``: one run of 1,500 weight steps (dropout per layer and input noise, both
-  starting at 0.05; 1/``TRIALS`` of the budget), and one run using the whole budget
-  (``TRIALS`` × 1,500 mini-batch passes: weight and hyperparameter steps together).
+  starting at 0.05; 1/``TRIALS`` of the budget), the same with Delta-STN
+  (``delta_stn: true``: two updates per weight step, so about twice the passes), and
+  one run using the whole budget (``TRIALS`` × 1,500 mini-batch passes: weight and
+  hyperparameter steps together).
 
 Reported per side: the tuner's objective (validation loss of its best / final model),
 that model's loss and accuracy on the *test* split (which no tuner sees — STN fits its
@@ -25,6 +27,7 @@ Usage (from the repository root, in the venv)::
 
     python benchmarks/stn.py              # TRIALS = 8, seed 0
     python benchmarks/stn.py --trials 4 --seed 1
+    python benchmarks/stn.py --only "stn (1 run)" delta-stn   # quick: the two one-run sides
 """
 from __future__ import annotations
 
@@ -93,6 +96,9 @@ def sides(trials: int) -> dict[str, dict]:
                          "fraction": 0.25}},
         "stn (1 run)": {**REGULARISERS, "tuner": "tuner.stn",
                         "tune": {"mode": "min", "warmup": 100, "hyper_lr": 0.01}},
+        "delta-stn (1 run)": {**REGULARISERS, "tuner": "tuner.stn",
+                              "tune": {"mode": "min", "warmup": 100, "hyper_lr": 0.01,
+                                       "delta_stn": True}},
         "stn (budget)": {**REGULARISERS, "tuner": "tuner.stn",
                          "tune": {"mode": "min", "warmup": 100, "hyper_lr": 0.01,
                                   "steps": stn_full}},

@@ -221,6 +221,27 @@ class _StnNet(nn.Module):
     def _forward(self, x: torch.Tensor, gate: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def linearised(self, x: torch.Tensor, gate: torch.Tensor,
+                   values: torch.Tensor | None = None) -> torch.Tensor:
+        """Delta-STN's linearised output: ``f(x; w) + J_w f(x; w) · Δw(gate)``.
+
+        ``Δw(gate)`` is the weight perturbation the gates make for the gate input `gate`
+        (``diag(V_w gate) W'``, ``(V_b gate) ⊙ b'`` per layer), so the second term is the
+        Jacobian-vector product of the output in that direction: one forward pass in
+        forward-mode AD with the gate input as a dual number (primal 0, tangent `gate`);
+        the gates are linear in their input, so the tangent is exactly ``J_w f · Δw``.
+        Reverse mode runs through both terms (the weights, gates and `gate` get their
+        gradients). Dropout masks and noise are drawn once and shared by both terms.
+        """
+        import torch.autograd.forward_ad as fwAD
+
+        if values is None:
+            values = self.values(self.point[None, :]).expand(x.shape[0], -1)
+        with fwAD.dual_level():
+            out = self._forward(x, fwAD.make_dual(torch.zeros_like(gate), gate), values)
+            primal, tangent = fwAD.unpack_dual(out)
+        return primal if tangent is None else primal + tangent
+
     def stn_layers(self) -> list[nn.Module]:
         return [m for m in self.modules() if isinstance(m, (StnLinear, StnConv2d))]
 

@@ -14,6 +14,9 @@ deterministic: a state is a fresh array per step, never mutated.
   happen, checkpoints — through the recorder protocol, as the ``tuner.pbt`` node records
   it (`session.PopulationSession`), for tests of the controller without a pipeline;
   ``resume=RUN`` continues a killed one. `best_member` / `replay_best` read it back.
+
+* `kill_when`: a CLI run SIGKILLed once the store shows it got far enough (resume tests
+  of ``tuner.pbt`` and ``tuner.stn``); `load_benchmark`: a ``benchmarks/`` module.
 """
 from __future__ import annotations
 
@@ -109,6 +112,29 @@ def replay_best(recorder: Any, run_id: str, trainable: Trainable, node_id: str =
     member = best_member(recorder, run_id, node_id, mode)
     state, score = replay(trainable, member)
     return member, state, score
+
+
+def kill_when(command: list[str], ready: Any, *, timeout: float = 120) -> bool:
+    """Start `command` and SIGKILL it as soon as ``ready()`` is true (polled every 0.2 s
+    while it runs); False if it ended, or `timeout` passed, first."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+            if ready():
+                os.kill(process.pid, signal.SIGKILL)
+                return True
+        return False
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def load_benchmark(name: str) -> Any:

@@ -6,9 +6,14 @@ a stratified 80/20 train/validation split. Each claim is averaged over `SEEDS` (
 initialisation, batch order, masks); the margins are the claims' own, chosen from the
 per-seed numbers recorded in docs/stn.md, not tuned to pass.
 
-Claim (c), the schedule beating its final value, is measured but marked xfail: at this
-scale the effect is within the noise between seeds (numbers in docs/stn.md), so the
-test reports it without letting it decide the suite.
+Claim (c), retraining from scratch along STN's schedule beating its final value held
+fixed, is **not reproduced** at this scale (numbers in docs/stn.md and
+benchmarks/RESULTS.md): with the paper's set-up (the schedule replayed per weight step
+in a fresh run from the same initialisation, batch order and mask seed; the compared
+value is the schedule's last; validation loss at the end, over seeds) the schedule
+makes no difference at this test's 1,250 steps, and is *worse* at 3,000–6,000 steps,
+where it moves enough to matter. The tests assert what holds: the replay is exact, and
+at this scale the two retrainings end within 5% of each other on average.
 
 Compute is counted in mini-batch passes (one forward and backward on one batch): a grid
 point trains `STEPS`; the STN run makes `STN_STEPS` weight steps plus one hyperparameter
@@ -20,42 +25,23 @@ from __future__ import annotations
 
 import statistics
 
+import pbt_support
 import pytest
 import torch
 import torch.nn.functional as F
 
-from flowopt.artifacts import Model
+# The workload is the one benchmarks/stn_schedule.py records (one definition for both).
+WORKLOAD = pbt_support.load_benchmark("stn_schedule")
+HIDDEN, START = WORKLOAD.HIDDEN, WORKLOAD.START
+_base, _plain, _optimizer = WORKLOAD.base, WORKLOAD.plain, WORKLOAD.optimizer
+_val_loss = WORKLOAD.val_loss
 
 pytestmark = pytest.mark.slow
 
 SEEDS = (0, 1, 2)
-HIDDEN = [128, 128]
 STEPS = 1500  # per grid point
 GRID = (0.0, 0.2, 0.4, 0.6)  # fixed dropout rates, both layers
 STN_STEPS, WARMUP, T_TRAIN = 1250, 100, 5
-START = 0.05
-
-
-def _optimizer(params):
-    return torch.optim.SGD(params, lr=0.01, momentum=0.9)
-
-
-def _base(dropout) -> dict:
-    return {"builder": "mlp", "n_inputs": 64, "n_outputs": 10, "hidden": HIDDEN,
-            "activation": "relu", "dropout": dropout}
-
-
-def _plain(dropout, seed: int) -> Model:
-    from flowopt.nodes.layers import make_mlp
-
-    return Model(module=make_mlp(64, 10, HIDDEN, dropout=dropout,
-                                 generator=torch.Generator().manual_seed(seed)),
-                 recipe=_base(dropout))
-
-
-@torch.no_grad()
-def _val_loss(module, val) -> float:
-    return float(F.cross_entropy(module.eval()(val.x), val.y))
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +106,30 @@ def test_the_tuned_dropout_moves_away_from_its_start(runs):
     assert moved >= 0.2 * START, moved
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "not established at this scale: the schedule moves little (0.05 -> ~0.025); over seeds "
-    "0-7 retraining along it beat its final value by +0.0009 in validation loss on average "
-    "(1.3%), in 6 seeds of 8, too small for 3 seeds to settle on any CPU; see docs/stn.md"))
-def test_retraining_with_the_schedule_beats_the_final_value_held_fixed(runs):
+def test_the_replay_is_exact_same_init_same_batches_and_each_value_from_its_step(digits):
+    from flowopt.nodes.tuner.stn.loop import retrain
+
+    train, _ = digits
+    torch.set_num_threads(1)
+
+    def run(start, schedule, steps):
+        return retrain(_plain(start, 7), train, F.cross_entropy, _optimizer, schedule,
+                       steps=steps, batch_size=64, seed=7).state_dict()
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    rates = {"dropout.0": 0.1, "dropout.1": 0.2}
+    fixed = run([0.1, 0.2], [], 60)
+    # the schedule's first point sets the rates from step 1, whatever the model was built with
+    assert same(run([0.5, 0.5], [(1, rates)], 60), fixed)
+    later = [(1, rates), (41, {"dropout.0": 0.6, "dropout.1": 0.6})]
+    assert same(run([0.1, 0.2], later, 40), run([0.1, 0.2], [], 40))  # not before step 41
+    assert not same(run([0.1, 0.2], later, 60), fixed)  # and from step 41 on
+
+
+def test_retraining_along_the_schedule_and_at_its_final_value_end_within_5_percent(runs):
+    """What holds of claim (c) at this scale (see the module docstring): neither wins."""
     scheduled = statistics.mean(row["scheduled"] for row in runs)
     fixed = statistics.mean(row["fixed"] for row in runs)
-    assert scheduled < fixed, (scheduled, fixed)
+    assert abs(scheduled - fixed) <= 0.05 * fixed, (scheduled, fixed)

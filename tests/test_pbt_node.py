@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import pbt_support
 from flowopt.errors import SpecError
 from flowopt.graph import compile_pipeline
 from flowopt.recording import MemoryRecorder
@@ -109,28 +108,22 @@ def test_a_killed_pbt_run_resumes_from_the_latest_checkpoints_in_the_store(tmp_p
     overrides = ["nodes.train.with.steps=200", "nodes.tune.with.interval=20",
                  "nodes.tune.with.population=3", "nodes.tune.with.parallel=1"]
     args = [str(a) for o in overrides for a in ("-s", o)]
-    process = subprocess.Popen([*FLOWOPT, "run", str(PIPELINE), "--store", str(store_dir), *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_run, before = None, []
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.2)
-            if not (store_dir / "flowopt.db").exists():
-                continue
-            store = Store.open(store_dir, create=False)
-            runs = store.runs()
-            if runs:
-                killed_run = runs[0].run_id
-                before = read_events(store.engine, killed_run, "tune")
-            store.close()
-            if sum(e.event == "keep" for e in before) >= 8:
-                os.kill(process.pid, signal.SIGKILL)
-                break
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+
+    def ready() -> bool:
+        nonlocal killed_run, before
+        if not (store_dir / "flowopt.db").exists():
+            return False
+        store = Store.open(store_dir, create=False)
+        runs = store.runs()
+        if runs:
+            killed_run = runs[0].run_id
+            before = read_events(store.engine, killed_run, "tune")
+        store.close()
+        return sum(e.event == "keep" for e in before) >= 8
+
+    pbt_support.kill_when([*FLOWOPT, "run", str(PIPELINE), "--store", str(store_dir), *args],
+                          ready)
     assert killed_run is not None and sum(e.event == "keep" for e in before) >= 8, \
         "the run finished before it could be killed"
     store = Store.open(store_dir)

@@ -199,3 +199,52 @@ def test_plain_models_take_a_dropout_rate_per_layer_and_input_noise():
     x = torch.zeros(4000, 1)
     assert gaussian(x).std().item() == pytest.approx(0.5, rel=0.05)
     assert torch.equal(gaussian.eval()(x), x)  # off in eval mode
+
+
+# --- Delta-STN's linearised output ---------------------------------------------------
+
+def _delta_net(base: dict) -> nn.Module:
+    names = [n for n in default_hyper(base) if n["name"].startswith("dropout")]
+    net = build_stn(base, names, delta=True).double().eval()
+    _randomise_gates(net)
+    return net
+
+
+def _gate(net: nn.Module, rows: int, seed: int = 2) -> torch.Tensor:
+    return 0.5 * torch.randn(rows, len(net.hyper), generator=torch.Generator().manual_seed(seed),
+                             dtype=torch.float64)
+
+
+@pytest.mark.parametrize("base", [MLP, CNN])
+def test_the_linearised_output_at_zero_perturbation_is_the_plain_output(base):
+    net = _delta_net(base)
+    x = _x().double()
+    zero = torch.zeros(len(x), len(net.hyper), dtype=torch.float64)
+    assert torch.equal(net.linearised(x, zero), net(x, zero))
+    plain, _ = net.to_plain()
+    torch.testing.assert_close(net.linearised(x, zero), plain.double().eval()(x))
+
+
+@pytest.mark.parametrize("base", [MLP, CNN])
+def test_the_linearised_term_is_the_directional_derivative_in_the_weight_perturbation(base):
+    net = _delta_net(base)
+    x, gate = _x().double(), _gate(net, 20)
+    zero = torch.zeros_like(gate)
+    tangent = net.linearised(x, gate) - net(x, zero)
+    h = 1e-6  # central finite difference of the full network along the gate input
+    numeric = (net(x, h * gate) - net(x, -h * gate)) / (2 * h)
+    torch.testing.assert_close(tangent, numeric, rtol=1e-6, atol=1e-8)
+    # first order only: the full network differs from it at a finite perturbation
+    assert not torch.allclose(net(x, gate), net.linearised(x, gate), atol=1e-6)
+    # and it is linear in the perturbation
+    torch.testing.assert_close(net.linearised(x, 3 * gate) - net(x, zero), 3 * tangent)
+
+
+def test_gradients_reach_the_gates_response_weights_and_the_perturbation_through_the_jvp():
+    net = _delta_net(MLP)
+    x = _x().double()
+    gate = _gate(net, 20).requires_grad_(True)
+    net.linearised(x, gate).square().sum().backward()
+    layer = net.stn_layers()[0]
+    assert gate.grad is not None and gate.grad.abs().sum() > 0
+    assert layer.gate.grad.abs().sum() > 0 and layer.response_weight.grad.abs().sum() > 0

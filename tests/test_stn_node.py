@@ -73,16 +73,16 @@ def test_every_optimizer_kind_can_make_the_weight_steps(kind):
 
     from flowopt.nodes.stn_layers import build_stn
     from flowopt.nodes.tuner.stn.loop import Settings, StnLoop
-    from flowopt.nodes.tuner.stn.weights import KINDS, make
+    from flowopt.nodes.optimizer.common import is_optimizer_kind, optimizer_for
 
-    assert kind in KINDS, f"tuner.stn has no weight steps for {kind}"
+    assert is_optimizer_kind(kind), f"{kind} is not built through optimizer_kind"
     generator = torch.Generator().manual_seed(0)
     x, y = torch.rand(128, 64, generator=generator), torch.randint(10, (128,), generator=generator)
     data = Dataset(x=x, y=y, meta={"task": "classification", "n_classes": 10, "n_features": 64})
     base = {"builder": "mlp", "n_inputs": 64, "n_outputs": 10, "hidden": [16], "dropout": 0.1}
     net = build_stn(base, [{"name": "dropout.0", "low": 0.0, "high": 0.9}])
     config = REGISTRY.get(kind).config.model_validate({"lr": 1e-2}).model_dump()
-    loop = StnLoop(net, base, data, data, F.cross_entropy, make(kind, config),
+    loop = StnLoop(net, base, data, data, F.cross_entropy, optimizer_for(kind, config),
                    Settings(steps=12, batch_size=32, warmup=2, train_steps=2), seed=0)
     result = loop.run()
     assert result.hyper_steps == 4 and result.weight_steps == 12  # 5 cycles, none after the last
@@ -195,3 +195,92 @@ def test_bad_input_exits_2_with_one_line_and_stores_nothing(tmp_path, args):
     first = done.stderr.strip().splitlines()[0]
     assert ("entropy_weight" in first) if args else ("which STN cannot tune" in first)
     assert not store.exists()
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_a_run_restored_from_a_checkpoint_ends_bit_for_bit_as_one_never_stopped(delta):
+    import torch.nn.functional as F
+
+    from flowopt.nodes.optimizer.common import optimizer_for
+    from flowopt.nodes.optimizer.training import decode_checkpoint, encode_checkpoint
+    from flowopt.nodes.stn_layers import build_stn
+    from flowopt.nodes.tuner.stn.loop import Settings, StnLoop
+
+    generator = torch.Generator().manual_seed(3)
+    x, y = torch.rand(96, 64, generator=generator), torch.randint(10, (96,), generator=generator)
+    data = Dataset(x=x, y=y, meta={"task": "classification", "n_classes": 10, "n_features": 64})
+    base = {"builder": "mlp", "n_inputs": 64, "n_outputs": 10, "hidden": [16], "dropout": 0.1}
+    net = build_stn(base, [{"name": "dropout.0", "low": 0.0, "high": 0.9}], delta=delta)
+    make = optimizer_for("optimizer.adam", {"lr": 1e-2})
+    settings = Settings(steps=40, batch_size=32, warmup=4, train_steps=3, delta=delta,
+                        eval_every=10, checkpoint_every=10)
+
+    def loop(log=None):
+        return StnLoop(net, base, data, data, F.cross_entropy, make, settings, seed=5,
+                       log=log)
+
+    straight = loop().run()
+    saved: list[bytes] = []
+    first = loop()
+    first.run(on_checkpoint=lambda run: saved.append(encode_checkpoint(run.checkpoint())))
+    assert len(saved) == 3  # after steps 13, 25 and 37 (warm-up 4, cycles of 3)
+    logged: list[tuple[str, float, int | None]] = []
+    resumed = loop(lambda *row: logged.append(row)).restore(decode_checkpoint(saved[1])).run()
+    assert resumed.schedule == straight.schedule  # whole, no point twice
+    assert resumed.final == straight.final and resumed.scales == straight.scales
+    assert (resumed.weight_steps, resumed.hyper_steps, resumed.passes) == \
+        (straight.weight_steps, straight.hyper_steps, straight.passes)
+    for a, b in zip(resumed.net.state_dict().values(), straight.net.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    series = [step for key, _, step in logged if key == "hyper.dropout.0"]
+    assert series == [step - 1 for step, _ in straight.schedule]
+
+
+def test_a_killed_stn_run_resumes_from_its_last_checkpoint_and_ends_as_one_never_killed(tmp_path):
+    import json
+
+    import pbt_support
+
+    overrides = ["nodes.train.with.steps=600", "nodes.tune.with.warmup=20",
+                 "nodes.tune.with.checkpoint_every=40"]
+    args = [a for o in overrides for a in ("-s", o)]
+    command = [sys.executable, "-m", "flowopt", "run", str(PIPELINE), "--json", *args]
+    killed = tmp_path / "killed"
+    saved_at = None
+
+    def ready() -> bool:  # trial row 0 names a checkpoint past weight step 120
+        nonlocal saved_at
+        if not (killed / "flowopt.db").exists():
+            return False
+        store = Store.open(killed, create=False)
+        runs = store.runs()
+        trials = store.run(runs[0].run_id).trials if runs else []
+        store.close()
+        row = next((t for t in trials if t.node == "tune" and t.status == "running"), None)
+        if row is not None and row.steps >= 150:  # passes: 120+ weight steps saved
+            saved_at = row.steps
+        return saved_at is not None
+
+    pbt_support.kill_when([*command, "--store", str(killed)], ready, timeout=600)
+    assert saved_at is not None and saved_at < 600, "the run finished before it could be killed"
+    resumed = subprocess.run([*command, "--store", str(killed)], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = subprocess.run([*command, "--store", str(tmp_path / "straight")],
+                              capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a, b = json.loads(resumed.stdout), json.loads(straight.stdout)
+    # it went on from a checkpoint (a weight step of a cycle boundary), not from scratch
+    assert 120 <= a["metrics"]["tune.resumed_from"] < 600
+    assert "tune.resumed_from" not in b["metrics"]
+    assert a["best"]["params"] == b["best"]["params"]  # bit for bit: same floats
+    assert a["best"]["objective"] == b["best"]["objective"]
+    series = {}
+    for name, report in (("resumed", a), ("straight", b)):
+        store = Store.open(tmp_path / ("killed" if name == "resumed" else "straight"))
+        series[name] = store.metric_series(report["run_id"], "tune.hyper.dropout.0")
+        store.close()
+    assert series["resumed"] == series["straight"]  # the whole schedule, no point twice
+    steps = [step for step, _ in series["resumed"]]
+    assert len(steps) == len(set(steps))

@@ -76,12 +76,17 @@ class TrainingSession:
     def resumable(self) -> str | None:
         """The run id of an interrupted or killed earlier run of this tuner (same cache key,
         not alive) whose population this run continues; None with caching off or none."""
-        if not self.use_cache:
-            return None
-        trials = self.recorder.resumable_trials(
-            pipeline=self.graph.name, node_id=self.node.id, tuner_key=self.node.cache_key,
-            exclude_run=self.run_id)
+        trials = self.resumable_trials()
         return trials[0].run_id if trials else None
+
+    def resumable_trials(self) -> list[Any]:
+        """That run's trial rows (a member's row may name its last checkpoint in its
+        attributes, as ``tuner.stn``'s does); empty with caching off or none."""
+        if not self.use_cache:
+            return []
+        return list(self.recorder.resumable_trials(
+            pipeline=self.graph.name, node_id=self.node.id, tuner_key=self.node.cache_key,
+            exclude_run=self.run_id))
 
 
 def member_threads(parallel: int, cores: int | None = None) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal, Mapping
 
 from pydantic import Field, TypeAdapter
 
@@ -66,6 +66,27 @@ steps, ``lr`` every step, ``val_loss``/``val_accuracy`` when ``val`` is bound,
 ``state_bytes_per_param`` at the end."""
 
 _SCHEDULE: TypeAdapter[Any] = TypeAdapter(Schedule)
+
+#: kind name -> (algorithm, its field names, their defaults); filled by `optimizer_kind`.
+_ALGORITHMS: dict[str, tuple[Callable[..., Any], list[str], dict[str, Any]]] = {}
+
+
+def is_optimizer_kind(name: str) -> bool:
+    """Whether `name` is a kind registered through `optimizer_kind` (once imported)."""
+    return name in _ALGORITHMS
+
+
+def optimizer_for(kind: str, config: Mapping[str, Any]) -> Callable[[Any], Any]:
+    """``make(params)`` → the torch optimizer optimizer kind `kind` trains with, for its
+    (validated) `config`; fields it lacks take the algorithm's defaults.
+
+    The one constructor behind the node, its pausable `training.Trainer` (PBT, pruners)
+    and the weight steps of ``tuner.stn``: whatever trains "with optimizer kind X" builds
+    X's optimizer here, so a new kind needs no table anywhere else.
+    """
+    algorithm, names, defaults = _ALGORITHMS[kind]
+    fields = {**defaults, **config}
+    return algorithm(**{k: fields[k] for k in names})
 
 
 def with_shared_fields(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -117,7 +138,7 @@ def optimizer_kind(name: str, *, mutable: tuple[str, ...], version: int = 1
             """A pausable `training.Trainer` for a validated config (`flowopt.training`)."""
             from .training import Trainer
 
-            make = algorithm(**{k: config[k] for k in names})
+            make = optimizer_for(name, config)
             return Trainer(inputs["model"], inputs["data"], inputs["loss"], ctx,
                            make_optimizer=make, steps=config["steps"],
                            batch_size=config["batch_size"], device=config["device"], name=name,
@@ -126,12 +147,13 @@ def optimizer_kind(name: str, *, mutable: tuple[str, ...], version: int = 1
                            eval_every=config["eval_every"], mutable=mutable)
 
         defaults = {p.name: p.default for p in own if p.default is not p.empty}
+        _ALGORITHMS[name] = (algorithm, names, dict(defaults))
         defaults.update({k: d for k, (_, d) in SHARED.items()})
 
         def run(model: Model, data: Dataset, loss: Loss, ctx: Context,
                 val: Dataset | None = None, **fields: Any) -> Model:
             fields = {**defaults, **fields}  # called directly (tests) with some fields
-            make = algorithm(**{k: fields[k] for k in names})
+            make = optimizer_for(name, fields)
             return train(name, make, model, data, loss, val, ctx,
                          **{k: fields[k] for k in SHARED})
 

@@ -271,13 +271,7 @@ class Trainer:
         """Everything needed to continue this run: ``(tensors, JSON meta)``, all copies."""
         tensors = {f"module.{k}": v.detach().cpu().clone()
                    for k, v in self.module.state_dict().items()}
-        scalars: dict[str, Any] = {}
-        for index, state in self.optimizer.state_dict()["state"].items():
-            for key, value in state.items():
-                if torch.is_tensor(value):
-                    tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().clone()
-                else:
-                    scalars[f"{index}.{key}"] = value
+        scalars = optimizer_state(self.optimizer, "optimizer", tensors)
         for key, value in self.order.state_dict().items():
             tensors[f"order.{key}"] = value
         tensors["dropout_generator"] = self.dropout_generator.get_state().cpu()
@@ -298,18 +292,7 @@ class Trainer:
                              f"this one has {self.steps}")
         self.module.load_state_dict({k[len("module."):]: v for k, v in tensors.items()
                                      if k.startswith("module.")})
-        state: dict[int, dict[str, Any]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer."):
-                _, index, name = key.split(".", 2)
-                # A copy: torch keeps CPU state tensors by reference, and training would
-                # then write into the checkpoint (which PBT members share).
-                state.setdefault(int(index), {})[name] = value.clone()
-        for key, value in meta["optimizer_scalars"].items():
-            index, name = key.split(".", 1)
-            state.setdefault(int(index), {})[name] = value
-        groups = self.optimizer.state_dict()["param_groups"]
-        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        load_optimizer_state(self.optimizer, "optimizer", tensors, meta["optimizer_scalars"])
         self.order.load_state_dict({"generator": tensors["order.generator"],
                                     "pending": tensors["order.pending"]})
         self.dropout_generator.set_state(tensors["dropout_generator"])
@@ -319,6 +302,38 @@ class Trainer:
         self.skipped, self.last_loss = int(meta["skipped"]), float(meta["last_loss"])
         self.val_curve = [list(point) for point in meta["val_curve"]]
         return self
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, prefix: str,
+                    tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Put `optimizer`'s state tensors into `tensors` as ``PREFIX.INDEX.KEY`` (CPU copies);
+    returns its other state values as ``{"INDEX.KEY": value}`` (JSON meta). The param
+    groups are not saved: a restored run rebuilds them from its config."""
+    scalars: dict[str, Any] = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.{index}.{key}"] = value.detach().cpu().clone()
+            else:
+                scalars[f"{index}.{key}"] = value
+    return scalars
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, prefix: str,
+                         tensors: Mapping[str, torch.Tensor], scalars: Mapping[str, Any]) -> None:
+    """Load what `optimizer_state` saved under `prefix` back into `optimizer`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(f"{prefix}."):
+            index, name = key[len(prefix) + 1:].split(".", 1)
+            # A copy: torch keeps CPU state tensors by reference, and training would
+            # then write into the checkpoint (which PBT members share).
+            state.setdefault(int(index), {})[name] = value.clone()
+    for key, value in scalars.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    groups = optimizer.state_dict()["param_groups"]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def encode_checkpoint(state: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> bytes:

@@ -16,11 +16,22 @@ Policy, after MacKay et al. (2019) and the authors' code:
   perturbed λ minus τ·entropy, the entropy of the perturbation being Σ log softplus(s)
   up to a constant: it keeps the scale from collapsing to zero. Adam (``hyper_lr``)
   updates ``point`` and ``scale``.
-* Delta-STN (``delta: true``, Bae & Grosse 2020): the gates see λ − λ_now instead of λ;
-  a weight step is two updates, the general weights at the current λ (gates silent) and
-  the response weights and gates at perturbed λ, each with its own optimizer of the
-  node's kind. (The paper's optional linearisation of the response is not done.)
-* The weight optimizer is any optimizer node's (`weights.make`) with its lr schedule
+* Delta-STN (``delta: true``, Bae & Grosse 2020): the *centred* parameterisation
+  ŵ(λ) = w + Φ(λ − λ₀) — the gates see the perturbation λ − λ₀ from the current λ₀
+  instead of λ, so they are silent at λ₀ and ``w`` are the weights *at* λ₀ — and the
+  *linearisation*: where the network runs at a perturbed λ it runs as its first-order
+  expansion in the weight perturbation, f(x; w) + J_w f · Φ(λ − λ₀)
+  (`stn_layers._StnNet.linearised`, a Jacobian-vector product), so Φ is fitted as a
+  response *Jacobian* rather than as a full nonlinear response. A weight step is two
+  updates, each with its own optimizer of the node's kind: the general weights at λ₀
+  (gates silent, the plain network) and the response weights and gates on the
+  linearised output at perturbed λ (the authors' code linearises there). The
+  hyperparameter step differentiates the validation loss of the same linearised
+  output at perturbed λ, so its hypergradient is the direct term plus the response
+  Jacobian's, (J_w f Φ)ᵀ ∂L/∂f — the model the response step fitted, not the
+  nonlinear network it only approximates locally.
+* The weight optimizer is any optimizer kind's, built by the kind's own constructor
+  (`optimizer.common.optimizer_for`, as the node and PBT build it), with its lr schedule
   applied per weight step; ``steps`` counts weight steps, as for a plain optimizer node.
 
 Every randomness (batch orders, per-example λ, dropout masks, noise) comes from
@@ -44,7 +55,7 @@ from flowopt.artifacts import Dataset, Model
 from flowopt.errors import FlowoptError
 
 from ...optimizer.schedules import Constant, factor
-from ...optimizer.training import BatchOrder
+from ...optimizer.training import BatchOrder, load_optimizer_state, optimizer_state
 from ...stn_layers import set_generator
 
 LOG_EVERY = 10  # weight steps per logged training loss
@@ -64,6 +75,7 @@ class Settings:
     scale: float = 0.5
     delta: bool = False
     eval_every: int = 50
+    checkpoint_every: int = 250  # weight steps between checkpoints (0: none)
 
 
 @dataclass
@@ -104,7 +116,8 @@ class StnLoop:
         self.cancel = cancel
         generator = torch.Generator().manual_seed(seed)
         self.noise = torch.Generator(device=device).manual_seed(seed + 1)
-        set_generator(self.net, torch.Generator(device=device).manual_seed(seed + 2))
+        self.masks = torch.Generator(device=device).manual_seed(seed + 2)
+        set_generator(self.net, self.masks)
         self.train_order = BatchOrder(len(train), settings.batch_size, generator)
         self.val_order = BatchOrder(len(val), settings.batch_size,
                                     torch.Generator().manual_seed(seed + 3))
@@ -119,6 +132,7 @@ class StnLoop:
         self.base_lrs = [[g["lr"] for g in o.param_groups] for o in self.optimizers]
         self.step = self.hyper_steps = self.passes = 0
         self.trace: list[tuple[int, dict[str, float]]] = []
+        self.scale_trace: list[dict[str, float]] = []  # the scales beside each trace point
         self.val_curve: list[tuple[int, float]] = []
         self._window: list[float] = []
 
@@ -156,7 +170,7 @@ class StnLoop:
             now = self.point.detach()
             general = self._update(0, x, y, torch.zeros_like(perturbed),
                                    self.net.values(now[None, :]).expand(len(rows), -1))
-            self._update(1, x, y, perturbed - now, values)
+            self._update(1, x, y, perturbed - now, values, linear=True)
             value = general
         else:
             value = self._update(0, x, y, perturbed, values)
@@ -168,11 +182,15 @@ class StnLoop:
         if self.s.eval_every and (self.step % self.s.eval_every == 0 or self.step == self.s.steps):
             self.evaluate()
 
+    def _output(self, x: torch.Tensor, gate: torch.Tensor, values: torch.Tensor,
+                linear: bool) -> torch.Tensor:
+        return self.net.linearised(x, gate, values) if linear else self.net(x, gate, values)
+
     def _update(self, which: int, x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor,
-                values: torch.Tensor) -> float:
+                values: torch.Tensor, linear: bool = False) -> float:
         optimizer = self.optimizers[which]
         optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.net(x, gate, values), y)
+        loss = self.loss_fn(self._output(x, gate, values, linear), y)
         if not torch.isfinite(loss):
             raise FlowoptError(f"{self.name}: the training loss became {loss.item()} at weight "
                                f"step {self.step}; try a lower lr")
@@ -187,7 +205,8 @@ class StnLoop:
         perturbed = self._perturbed(len(rows))
         gate = perturbed - self.point.detach() if self.s.delta else perturbed
         values = self.net.values(perturbed.detach())
-        loss = self.loss_fn(self.net(self.vx[rows], gate, values), self.vy[rows])
+        loss = self.loss_fn(self._output(self.vx[rows], gate, values, self.s.delta),
+                            self.vy[rows])
         objective = loss - self.s.entropy_weight * self._entropy()
         # Only λ and its scale get gradients; the weights' would be thrown away.
         grads = torch.autograd.grad(objective, [self.point, self.scale])
@@ -213,14 +232,79 @@ class StnLoop:
     def _record(self) -> None:
         values, scales = self.values(), self.scales()
         self.trace.append((self.step + 1, values))
+        self.scale_trace.append(scales)
+        self._log_hyper(self.step, values, scales)
+
+    def _log_hyper(self, step: int, values: dict[str, float], scales: dict[str, float]) -> None:
         for name, value in values.items():
-            self.log(f"hyper.{name}", value, self.step)
-            self.log(f"hyper_scale.{name}", scales[name], self.step)
+            self.log(f"hyper.{name}", value, step)
+            self.log(f"hyper_scale.{name}", scales[name], step)
+
+    # -- checkpoints -----------------------------------------------------------------
+    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to go on from here, at a cycle boundary: ``(tensors, JSON
+        meta)`` as `optimizer.training.Trainer.checkpoint` (same encoding)."""
+        tensors = {f"net.{k}": v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+        tensors["point"] = self.point.detach().cpu().clone()
+        tensors["scale"] = self.scale.detach().cpu().clone()
+        scalars = {"hyper": optimizer_state(self.hyper_optimizer, "hyper_optimizer", tensors)}
+        for i, optimizer in enumerate(self.optimizers):
+            scalars[str(i)] = optimizer_state(optimizer, f"optimizer{i}", tensors)
+        for name, order in (("train_order", self.train_order), ("val_order", self.val_order)):
+            for key, value in order.state_dict().items():
+                tensors[f"{name}.{key}"] = value
+        tensors["noise"] = self.noise.get_state().cpu()
+        tensors["masks"] = self.masks.get_state().cpu()
+        meta = {"steps": self.s.steps, "step": self.step, "hyper_steps": self.hyper_steps,
+                "passes": self.passes, "trace": [[step, v] for step, v in self.trace],
+                "scale_trace": self.scale_trace,
+                "val_curve": [list(p) for p in self.val_curve], "window": self._window,
+                "optimizer_scalars": scalars}
+        return tensors, meta
+
+    def restore(self, state: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> "StnLoop":
+        """Continue from a `checkpoint` of a run with the same settings, data and seed: the
+        run then ends exactly as one never stopped. The hyperparameter series recorded
+        so far are logged again (a resumed run's series are whole, without duplicates)."""
+        tensors, meta = state
+        if meta["steps"] != self.s.steps:
+            raise ValueError(f"{self.name}: checkpoint is for a run of {meta['steps']} "
+                             f"weight steps, this one has {self.s.steps}")
+        with torch.no_grad():
+            self.net.load_state_dict({k[4:]: v for k, v in tensors.items()
+                                      if k.startswith("net.")})
+            self.point.copy_(tensors["point"])
+            self.scale.copy_(tensors["scale"])
+        scalars = meta["optimizer_scalars"]
+        load_optimizer_state(self.hyper_optimizer, "hyper_optimizer", tensors, scalars["hyper"])
+        for i, optimizer in enumerate(self.optimizers):
+            load_optimizer_state(optimizer, f"optimizer{i}", tensors, scalars[str(i)])
+        for name, order in (("train_order", self.train_order), ("val_order", self.val_order)):
+            order.load_state_dict({"generator": tensors[f"{name}.generator"],
+                                   "pending": tensors[f"{name}.pending"]})
+        self.noise.set_state(tensors["noise"])
+        self.masks.set_state(tensors["masks"])
+        self.step, self.hyper_steps = int(meta["step"]), int(meta["hyper_steps"])
+        self.passes = int(meta["passes"])
+        self.trace = [(int(step), dict(v)) for step, v in meta["trace"]]
+        self.scale_trace = [dict(v) for v in meta["scale_trace"]]
+        self.val_curve = [(int(step), float(v)) for step, v in meta["val_curve"]]
+        self._window = list(meta["window"])
+        for (step, values), scales in zip(self.trace, self.scale_trace, strict=True):
+            self._log_hyper(step - 1, values, scales)
+        for step, value in self.val_curve:
+            self.log("val_loss", value, step)
+        return self
 
     # -- the run ---------------------------------------------------------------------
-    def run(self) -> Result:
+    def run(self, on_checkpoint: Callable[["StnLoop"], None] | None = None) -> Result:
+        """Train to the end (from a `restore`d step, if any). With `on_checkpoint`, it is
+        called at the first cycle boundary after each ``checkpoint_every`` weight steps
+        (the caller takes `checkpoint` there)."""
         s = self.s
-        self._record()
+        if not self.trace:
+            self._record()
+        saved = self.step
         while self.step < min(s.warmup, s.steps):
             self._check()
             self.weight_step()
@@ -235,6 +319,10 @@ class StnLoop:
             for _ in range(s.valid_steps):
                 self.hyper_step()
             self._record()
+            if (on_checkpoint is not None and s.checkpoint_every
+                    and self.step - saved >= s.checkpoint_every):
+                on_checkpoint(self)
+                saved = self.step
         return self.result()
 
     def _check(self) -> None:

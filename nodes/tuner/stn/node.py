@@ -34,6 +34,9 @@ recipe + weights) and every owned node's outputs after the optimizer as ``NODE.P
 hyperparameters. Each hyperparameter's value and perturbation scale are logged per
 hyperparameter step as the tuner's metric series ``hyper.NAME`` and
 ``hyper_scale.NAME``, beside ``loss``, ``lr`` and ``val_loss`` (see docs/stn.md).
+
+A killed run resumes: the run is checkpointed every ``checkpoint_every`` weight steps
+and the same pipeline run again goes on from the last checkpoint (`session`).
 """
 from __future__ import annotations
 
@@ -46,8 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from flowopt.registry import Port
 from flowopt.spec import PARAM_REF
 
+from ...optimizer.common import is_optimizer_kind
 from ..strategy import Strategy, register_tuner
-from .weights import KINDS
 
 MODELS = {"model.mlp": ("dropout", "input_noise"),
           "model.cnn": ("dropout", "input_noise", "cutout")}
@@ -65,6 +68,7 @@ class StnConfig(BaseModel):
     scale: float = Field(0.5, gt=0)
     delta_stn: bool = False
     steps: int | None = Field(None, ge=1)
+    checkpoint_every: int = Field(250, ge=0)
 
 
 def _kind_name(kind: Any) -> str:
@@ -119,10 +123,10 @@ class SelfTuningNetworks(Strategy):
                         f"({', '.join(trainers) or 'none'})")
         train = trainers[0]
         kind = _kind_name(kinds[train])
-        if kind not in KINDS:
+        if not is_optimizer_kind(kind):
             raise error(("nodes", train, "kind"),
-                        f"tuner.stn trains with an optimizer kind of the library "
-                        f"({', '.join(sorted(KINDS))}); '{train}' is {kind}")
+                        f"tuner.stn trains with an optimizer kind (one registered through "
+                        f"optimizer_kind); '{train}' is {kind}")
         if model_id is None or model_id not in plan.owned:
             raise error(("nodes", train, "in", "model"),
                         f"tuner.stn: the model '{train}' trains must be built by a node the "

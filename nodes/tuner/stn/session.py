@@ -8,8 +8,15 @@ STN hyperparameters — a ``dropout`` param into one per layer, each with the pa
 domain — builds the STN from the model's recipe and weights, runs `loop.StnLoop`, then
 scores the exported plain model by running the owned nodes after the optimizer, as
 ``tuner.pbt`` does. The run is recorded as one trial row (number 0) with the final
-hyperparameters and the objective; a killed run is trained again from the start (one
-run has no population to resume).
+hyperparameters and the objective.
+
+Resume: every ``checkpoint_every`` weight steps (at a cycle boundary) the loop's whole
+state (`loop.StnLoop.checkpoint`: weights, λ and its scales, both optimizers' states,
+batch orders, generators, the step, the schedule so far) is saved through PBT's
+`RecorderCheckpoints`, in the optimizer checkpoints' encoding, and then trial row 0
+(status ``running``) names it. A run of the same node after a kill (same cache key,
+found as PBT finds its killed population: `TrainingSession.resumable_trials`) restores
+the last one and trains on; it ends as a run never killed, bit for bit on one machine.
 """
 from __future__ import annotations
 
@@ -23,10 +30,11 @@ from flowopt.context import Context
 from flowopt.errors import FlowoptError
 from flowopt.tuning.records import FrozenTrial
 
+from ...optimizer.training import decode_checkpoint, encode_checkpoint
+from ..pbt.checkpoints import RecorderCheckpoints
 from ..pbt.node import param_fields
 from .loop import Settings, StnLoop
 from .node import roles
-from .weights import make
 
 
 def _quiet(node: Any, device: str, cancel: threading.Event, threads: int) -> Context:
@@ -79,9 +87,9 @@ class StnSession:
         import torch
 
         from ...loss import check_task
-        from ...optimizer.common import _SCHEDULE
+        from ...optimizer.common import _SCHEDULE, optimizer_for
         from ...optimizer.training import resolve_device
-        from ...stn_layers import build_stn, is_stn, load_general
+        from ...stn_layers import build_stn, load_general
 
         s, config = self.session, self.config
         graph, plan = s.graph, s.plan
@@ -120,16 +128,28 @@ class StnSession:
                             train_steps=config.train_steps or default_t,
                             valid_steps=config.valid_steps, hyper_lr=config.hyper_lr,
                             entropy_weight=config.entropy_weight, scale=config.scale,
-                            delta=config.delta_stn,
+                            delta=config.delta_stn, checkpoint_every=config.checkpoint_every,
                             eval_every=int(train_node.config.get("eval_every", 50)))
         loop = StnLoop(net, base, data, val, loss.build(),
-                       make(train_node.kind.name, train_node.config), settings,
+                       optimizer_for(train_node.kind.name, train_node.config), settings,
                        seed=s.node.seed % (2 ** 31), device=device,
                        schedule=_SCHEDULE.validate_python(train_node.config["schedule"]),
                        log=s.log_metric, cancel=s.cancel, name=f"tuner '{s.node.id}'",
                        meta=dict(model.meta))
+        checkpoints = RecorderCheckpoints(s.recorder, encode_checkpoint, decode_checkpoint, keep=1)
+        earlier = next((t for t in s.resumable_trials()
+                        if t.number == 0 and (t.attributes or {}).get("checkpoint_id")), None)
+        if earlier is not None:  # a killed run of this node: go on from its last checkpoint
+            checkpoint_id = earlier.attributes["checkpoint_id"]
+            loop.restore(checkpoints.load(checkpoint_id))
+            self._running(loop, owners, checkpoint_id)
+            s.log_metric("resumed_from", float(loop.step), None)
+
+        def save(run: StnLoop) -> None:
+            self._running(run, owners, checkpoints.save(0, run.step, run.checkpoint()))
+
         started = time.perf_counter()
-        result = loop.run()
+        result = loop.run(on_checkpoint=save)
         for key, value in (("weight_steps", result.weight_steps),
                            ("hyper_steps", result.hyper_steps), ("passes", result.passes),
                            ("wall_seconds", time.perf_counter() - started)):
@@ -156,6 +176,15 @@ class StnSession:
             for port, value in outputs.items():
                 values[f"{nid}.{port}"] = value
         return values
+
+    def _running(self, loop: StnLoop, owners: Mapping[str, list[str]], checkpoint_id: str) -> None:
+        """Trial row 0 while training: the current params and the last checkpoint (written
+        before this row names it), which a run of the same node resumes from."""
+        s = self.session
+        s.recorder.record_trial(FrozenTrial(
+            run_id=s.run_id, node_id=s.node.id, number=0, params=as_params(loop.values(), owners),
+            status="running", values=None, steps=loop.passes,
+            attributes={**s.attributes, "checkpoint_id": checkpoint_id, "step": loop.step}))
 
     def _evaluate(self, model: Model, train_id: str) -> dict[str, dict[str, Any]]:
         """Run the owned nodes after the optimizer on `model` (as ``tuner.pbt`` scores)."""
