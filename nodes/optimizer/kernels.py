@@ -54,13 +54,17 @@ positive block size works; the optimizer nodes ask for multiples of 64 so that n
 threads write the same cache line.
 
 On AVX512-VBMI CPUs the block loop is software-pipelined
-(`_adam8bit_blocks_pipelined`): block b's dequantise + update, which streams θ and g,
-is interleaved with block b-1's requantisation, which only computes.
+(`_adam8bit_blocks_pipelined`): steps (1)–(3) are one pass per 64 values
+(`avx512.adam64`: the decoded moments stay in registers, the absmax is a running
+per-lane maximum), and block b's pass, which streams θ and g, is interleaved with block
+b-1's requantisation, which only computes. On AMD Zen 4 (`avx512.FAST_DIVIDER`) the
+requantisation divides instead of multiplying by the reciprocal (same codes, cheaper
+there).
 
-Measured (``benchmarks/optimizers.py --profile``, Intel Xeon with AVX-512, busy shared
-machine): ≈ 1.7 ns per parameter per core against ≈ 2.1 ns for the previous, 8-lane
-version and ≈ 1.25 ns for torch's fused float32 Adam (memory-bound); see
-benchmarks/RESULTS.md for what remains.
+Measured (``benchmarks/optimizers.py --profile``, one core): ≈ 1.7 ns per parameter
+on an Intel Xeon (torch's fused float32 Adam ≈ 1.25 ns) and ≈ 2.3–2.5 ns on an AMD
+EPYC Zen 4 (torch ≈ 0.7–0.85 ns), where the 16-lane table gather of the requantisation
+dominates; see benchmarks/RESULTS.md for the tables and what remains.
 
 Non-finite values propagate, as in ``torch.optim``: a NaN or ±inf gradient makes that
 element's parameter NaN/inf and its block's new absmax NaN/inf, so the whole block's
@@ -75,11 +79,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from flowopt.nodes.blockwise.avx512 import (HAS_AVX512, HAS_VBMI, adam16, decode64, encode16,
-                                            encode16_reciprocal, value_planes)
+from flowopt.nodes.blockwise.avx512 import (FAST_DIVIDER, HAS_AVX512, HAS_VBMI, adam16, adam64,
+                                            encode16, encode16_reciprocal, value_planes)
 from flowopt.nodes.blockwise.codebook import Codebook, codebook
 from flowopt.nodes.blockwise.jit import (_SMALLEST_NORMAL, block_absmax, decode_block,
-                                         encode_block)
+                                         encode_block, float_bits)
 from flowopt.nodes.blockwise.quantize import block_count, check_block_size, quantize_blocks_reference
 
 __all__ = ["adam8bit_state", "adam8bit_step", "adam8bit_step_reference", "lion_step",
@@ -259,12 +263,22 @@ def _encode64(x, j, a, r, how, entries, table, thr, zero, codes):
 @njit(cache=True, error_model="numpy")
 def _encode_mode(a):
     """0: a zero block (every code is the zero code); 1: ``a`` normal and finite, encode by
-    its reciprocal; 2: otherwise, by division."""
+    its reciprocal; 2: otherwise, or where the CPU divides fast (`avx512.FAST_DIVIDER`), by
+    division. The same codes either way."""
     if a == 0:
         return 0
-    if a >= _SMALLEST_NORMAL and a < np.inf:
+    if not FAST_DIVIDER and a >= _SMALLEST_NORMAL and a < np.inf:
         return 1
     return 2
+
+@njit(cache=True, error_model="numpy")
+def _absmax_of(lanes, tail_bits):
+    """The block's absmax from `avx512.adam64`'s per-lane maxima and the bits of the tail
+    it did not see (magnitude bit patterns compare like the floats, NaN above +inf)."""
+    a = block_absmax(lanes)
+    t = block_absmax(tail_bits)
+    return a if float_bits(a) >= float_bits(t) else t
+
 
 @njit(cache=True, error_model="numpy")
 def _adam8bit_blocks_pipelined(lo, hi, param, grad, m_codes, m_absmax, v_codes, v_absmax, block_size,
@@ -272,16 +286,17 @@ def _adam8bit_blocks_pipelined(lo, hi, param, grad, m_codes, m_absmax, v_codes, 
               v_entries, v_table, v_thresholds, v_zero, b1, c1, b2, c2, step_size,
               inv_correction2, eps, decay, shrink, coupled, decoupled):
     """`_adam8bit_blocks`, software-pipelined (AVX-512 with VBMI): block b's dequantise +
-    update — the only phase that streams θ and g from memory — runs 64 values at a time
-    interleaved with the requantisation of block b-1, which only computes, so memory and
-    arithmetic overlap instead of taking turns (≈ 10% less CPU time per step, measured).
-    Two scratch pairs, swapped per block; the same operations on the same values, so the
-    same bits."""
+    update + absmax (`avx512.adam64`) — the only phase that streams θ and g from memory —
+    runs 64 values at a time interleaved with the requantisation of block b-1, which only
+    computes, so memory and arithmetic overlap instead of taking turns (≈ 10% less CPU
+    time per step, measured; the one-pass `adam64` ≈ 8% more). Two scratch pairs, swapped
+    per block; the same operations on the same values, so the same bits."""
     n = param.size
     cm = np.empty(block_size, np.float32)   # current block's moments
     cv = np.empty(block_size, np.float32)
     pm = np.empty(block_size, np.float32)   # previous block's, being encoded
     pv = np.empty(block_size, np.float32)
+    lanes = np.zeros(32, np.uint32)         # adam64's running |m|, |v| maxima (bits)
     prev_s = 0
     pk = 0
     pam = np.float32(0)
@@ -310,11 +325,8 @@ def _adam8bit_blocks_pipelined(lo, hi, param, grad, m_codes, m_absmax, v_codes, 
         top = max(k64, p64)
         for j in range(0, top, 64):
             if j < k64:
-                decode64(mcb, j, m_planes, am, bm)
-                decode64(vcb, j, v_planes, av, bv)
-                for q in range(j, j + 64, 16):
-                    adam16(pb, gb, bm, bv, q, b1, c1, b2, c2, step_size, inv_correction2, eps,
-                           decay, shrink, coupled, decoupled)
+                adam64(pb, gb, mcb, vcb, j, m_planes, v_planes, am, av, bm, bv, lanes, b1, c1,
+                       b2, c2, step_size, inv_correction2, eps, decay, shrink, coupled, decoupled)
             if j < p64:
                 _encode64(xm, j, pam, rm, hm, m_entries, m_table, m_thresholds, m_zero, mcp)
                 _encode64(xv, j, pav, rv, hv, v_entries, v_table, v_thresholds, v_zero, vcp)
@@ -333,8 +345,9 @@ def _adam8bit_blocks_pipelined(lo, hi, param, grad, m_codes, m_absmax, v_codes, 
             else:
                 encode_block(xv[p64:], pav, v_entries, v_table, v_thresholds, vcp[p64:])
         if k > 0:
-            pam = block_absmax(cm[:k].view(np.uint32))
-            pav = block_absmax(cv[:k].view(np.uint32))
+            pam = _absmax_of(lanes[:16], cm[k64:k].view(np.uint32))
+            pav = _absmax_of(lanes[16:], cv[k64:k].view(np.uint32))
+            lanes[:] = 0
             m_absmax[b] = pam
             v_absmax[b] = pav
         cm, pm = pm, cm
