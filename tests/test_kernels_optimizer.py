@@ -351,7 +351,7 @@ def test_the_pipelined_encoder_gives_the_nearest_codes_by_reciprocal_and_by_divi
     x = x[: x.size - x.size % 64] * np.float32(0.7071067)
     a = np.float32(0.7071067)
     want = nearest_code_reference(x / a, book.values)
-    for how in (1, 2):   # FAST_DIVIDER picks one of them for the whole run
+    for how in (1, 2):   # avx512.AMD_ZEN picks one of them for the whole run
         codes = np.zeros(x.size, np.uint8)
         for j in range(0, x.size, 64):
             K._encode64(x, j, a, np.float32(1) / a, how, book.table_entries, book.table,

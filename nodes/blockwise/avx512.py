@@ -23,7 +23,7 @@ intrinsic that spells out ``<16 x float>`` gets 16 lanes per instruction.
 * ``value_planes(values)`` — the byte planes ``decode64`` reads.
 
 ``HAS_AVX512`` (F, BW) gates ``encode16*`` and ``adam16``; ``HAS_VBMI`` gates ``decode64`` and
-``adam64``; ``FAST_DIVIDER`` (AMD Zen) makes the fused steps encode by division. Callers keep
+``adam64``; ``AMD_ZEN`` makes the fused Adam step encode by division, 8 lanes per gather. Callers keep
 a portable path for other CPUs (the tests hold both to the same numpy reference).
 """
 from __future__ import annotations
@@ -47,15 +47,16 @@ HAS_AVX512 = _host_features("avx512f", "avx512bw")
 HAS_VBMI = HAS_AVX512 and _host_features("avx512vbmi")
 
 
-def _fast_divider() -> bool:
+def _amd_zen() -> bool:
     name = config.CPU_NAME if config.CPU_NAME is not None else llvm.get_host_cpu_name()
     return str(name).startswith("znver")
 
 
-# AMD Zen 4 (LLVM ``znver*``) divides 16 floats fast enough that `encode16` (division)
-# beats `encode16_reciprocal` (multiply + edge checks) inside the fused Adam step (≈ 5%
-# less CPU time, paired runs); on the Intel AVX-512 CPUs measured the reciprocal wins.
-FAST_DIVIDER = _fast_divider()
+# AMD Zen 4 (LLVM ``znver*``): inside the fused Adam step, encoding by division beats the
+# reciprocal's multiply + edge checks (≈ 5% less CPU time per step, paired runs), and
+# 8-lane gathers (`jit.encode8`) beat 16-lane ones (≈ 4% more). On the Intel AVX-512 CPUs
+# measured, the 16-lane reciprocal encoder was the faster one.
+AMD_ZEN = _amd_zen()
 
 _I1, _I8, _I16, _I32, _F32 = (ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32),
                               ir.FloatType())

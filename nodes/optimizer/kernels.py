@@ -57,9 +57,9 @@ On AVX512-VBMI CPUs the block loop is software-pipelined
 (`_adam8bit_blocks_pipelined`): steps (1)–(3) are one pass per 64 values
 (`avx512.adam64`: the decoded moments stay in registers, the absmax is a running
 per-lane maximum), and block b's pass, which streams θ and g, is interleaved with block
-b-1's requantisation, which only computes. On AMD Zen 4 (`avx512.FAST_DIVIDER`) the
-requantisation divides instead of multiplying by the reciprocal (same codes, cheaper
-there).
+b-1's requantisation, which only computes. On AMD Zen 4 (`avx512.AMD_ZEN`) the
+requantisation divides instead of multiplying by the reciprocal, 8 values per gather
+(same codes, cheaper there).
 
 Measured (``benchmarks/optimizers.py --profile``, one core): ≈ 1.7 ns per parameter
 on an Intel Xeon (torch's fused float32 Adam ≈ 1.25 ns) and ≈ 2.3–2.5 ns on an AMD
@@ -79,11 +79,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from flowopt.nodes.blockwise.avx512 import (FAST_DIVIDER, HAS_AVX512, HAS_VBMI, adam16, adam64,
+from flowopt.nodes.blockwise.avx512 import (AMD_ZEN, HAS_AVX512, HAS_VBMI, adam16, adam64,
                                             encode16, encode16_reciprocal, value_planes)
 from flowopt.nodes.blockwise.codebook import Codebook, codebook
 from flowopt.nodes.blockwise.jit import (_SMALLEST_NORMAL, block_absmax, decode_block,
-                                         encode_block, float_bits)
+                                         encode8, encode_block, float_bits)
 from flowopt.nodes.blockwise.quantize import block_count, check_block_size, quantize_blocks_reference
 
 __all__ = ["adam8bit_state", "adam8bit_step", "adam8bit_step_reference", "lion_step",
@@ -256,20 +256,25 @@ def _encode64(x, j, a, r, how, entries, table, thr, zero, codes):
         encode16_reciprocal(x, j + 16, a, r, entries, codes)
         encode16_reciprocal(x, j + 32, a, r, entries, codes)
         encode16_reciprocal(x, j + 48, a, r, entries, codes)
+    elif AMD_ZEN:   # 8-lane gathers are the cheaper ones there
+        for q in range(j, j + 64, 8):
+            encode8(x, q, a, entries, codes)
     else:
         for q in range(j, j + 64, 16):
             encode16(x, q, a, entries, codes)
 
+
 @njit(cache=True, error_model="numpy")
 def _encode_mode(a):
     """0: a zero block (every code is the zero code); 1: ``a`` normal and finite, encode by
-    its reciprocal; 2: otherwise, or where the CPU divides fast (`avx512.FAST_DIVIDER`), by
-    division. The same codes either way."""
+    its reciprocal; 2: otherwise, or on AMD Zen (`avx512.AMD_ZEN`), by division. The same
+    codes either way."""
     if a == 0:
         return 0
-    if not FAST_DIVIDER and a >= _SMALLEST_NORMAL and a < np.inf:
+    if not AMD_ZEN and a >= _SMALLEST_NORMAL and a < np.inf:
         return 1
     return 2
+
 
 @njit(cache=True, error_model="numpy")
 def _absmax_of(lanes, tail_bits):
