@@ -323,8 +323,9 @@ def cpu_line() -> str:
         pass
     flags = [f for f, on in llvm.get_host_cpu_features().items() if on and f in
              ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512vbmi")]
-    paths = (f"encode {'16' if avx512.HAS_AVX512 else '8' if jit.HAS_AVX2 else '1'} lanes"
-             f"{' (fused step: 8 lanes by division)' if avx512.HAS_VBMI and avx512.AMD_ZEN else ''}, "
+    lanes = ("8 lanes by division" if jit.HAS_AVX2 and avx512.AMD_ZEN else "16 lanes"
+             if avx512.HAS_AVX512 else "8 lanes" if jit.HAS_AVX2 else "1 lane")
+    paths = (f"encode {lanes}, "
              f"decode {'vpermi2b' if avx512.HAS_VBMI else 'scalar'}, "
              f"Adam update {'16 lanes' if avx512.HAS_AVX512 else 'auto-vectorised'}"
              f"{', decode + update + absmax in one pass (adam64)' if avx512.HAS_VBMI else ''}")
