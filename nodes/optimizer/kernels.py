@@ -48,7 +48,8 @@ AVX512-VBMI, else scalar table loads); (2) the update, reading/writing θ, g and
 16 lanes per instruction on AVX-512 (`avx512.adam16`), else auto-vectorised; (3) absmax
 of the new moments by an integer max over their bit patterns; (4) `encode_block`: on
 AVX-512 multiply by the reciprocal of absmax, 16 values per gather, with an exact
-fallback near bucket edges and thresholds; 8 values per gather with a division on AVX2.
+fallback near bucket edges and thresholds; 8 values per gather with a division on AVX2
+and on AMD Zen (`avx512.AMD_ZEN`, where that is the faster one).
 Every path gives the same bits (tests hold each path the CPU has to the reference). Any
 positive block size works; the optimizer nodes ask for multiples of 64 so that no two
 threads write the same cache line.
@@ -62,9 +63,9 @@ requantisation divides instead of multiplying by the reciprocal, 8 values per ga
 (same codes, cheaper there).
 
 Measured (``benchmarks/optimizers.py --profile``, one core): ≈ 1.7 ns per parameter
-on an Intel Xeon (torch's fused float32 Adam ≈ 1.25 ns) and ≈ 2.3–2.5 ns on an AMD
-EPYC Zen 4 (torch ≈ 0.7–0.85 ns), where the 16-lane table gather of the requantisation
-dominates; see benchmarks/RESULTS.md for the tables and what remains.
+on an Intel Xeon before `adam64` (torch's fused float32 Adam ≈ 1.25 ns) and ≈ 2.1 ns on
+an AMD EPYC Zen 4 (torch ≈ 0.63–0.86 ns), where the table gathers of the
+requantisation dominate; see benchmarks/RESULTS.md for the tables and what remains.
 
 Non-finite values propagate, as in ``torch.optim``: a NaN or ±inf gradient makes that
 element's parameter NaN/inf and its block's new absmax NaN/inf, so the whole block's
