@@ -84,7 +84,7 @@ from flowopt.nodes.blockwise.avx512 import (AMD_ZEN, HAS_AVX512, HAS_VBMI, adam1
                                             encode16, encode16_reciprocal, value_planes)
 from flowopt.nodes.blockwise.codebook import Codebook, codebook
 from flowopt.nodes.blockwise.jit import (_SMALLEST_NORMAL, block_absmax, decode_block,
-                                         encode8, encode_block, float_bits)
+                                         bits_float, encode8, encode_block, float_bits)
 from flowopt.nodes.blockwise.quantize import block_count, check_block_size, quantize_blocks_reference
 
 __all__ = ["adam8bit_state", "adam8bit_step", "adam8bit_step_reference", "lion_step",
@@ -92,6 +92,7 @@ __all__ = ["adam8bit_state", "adam8bit_step", "adam8bit_step_reference", "lion_s
            "momentum8bit_step_reference"]
 
 _F32 = np.float32
+_MAGNITUDE = np.uint32(0x7FFFFFFF)
 
 
 def _books() -> tuple[Codebook, Codebook]:
@@ -434,7 +435,6 @@ def _momentum8bit_blocks(lo, hi, param, grad, codes, absmax, block_size, values,
     """Blocks ``lo`` to ``hi`` of one 8-bit momentum step, with this worker's scratch."""
     n = param.size
     sb = np.empty(block_size, np.float32)
-    sbu = sb.view(np.uint32)
     for b in range(lo, hi):
         s = b * block_size
         e = min(s + block_size, n)
@@ -446,6 +446,7 @@ def _momentum8bit_blocks(lo, hi, param, grad, codes, absmax, block_size, values,
         a = absmax[b]
         if not first:
             decode_block(cb, planes, values, a, buf)
+        top = np.uint32(0)   # the new absmax, folded into the update (no pass of its own)
         for j in range(k):
             p = pb[j]
             g = gb[j] + decay * p
@@ -453,7 +454,14 @@ def _momentum8bit_blocks(lo, hi, param, grad, codes, absmax, block_size, values,
             d = g + momentum * m if nesterov else m
             pb[j] = p - lr * d
             buf[j] = m
-        absmax[b] = _requantize(buf, sbu[:k], cb, entries, table, thresholds, zero)
+            u = np.uint32(float_bits(m) & _MAGNITUDE)
+            top = u if u > top else top
+        a = bits_float(np.uint32(top))
+        absmax[b] = a
+        if a == 0:
+            cb[:] = zero
+        else:
+            encode_block(buf, a, entries, table, thresholds, cb)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
