@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -358,3 +359,25 @@ def test_every_block_decoder_this_cpu_has_is_the_table_times_absmax_bit_for_bit(
         decode_block(codes[:n], planes, book.values, a, out)
         np.testing.assert_array_equal(out.view(np.uint32), expected[:n].view(np.uint32),
                                       err_msg=f"{label}, n={n}")
+
+
+@pytest.mark.parametrize(("cpu", "features", "want"), [
+    ("x86-64", "+sse2", ("_encode_block_scalar", "_adam8bit_blocks", "_decode_block_scalar")),
+    ("znver3", "+avx2,+fma", ("_encode_block_avx2", "_adam8bit_blocks", "_decode_block_scalar")),
+    ("skylake-avx512", "+avx2,+fma,+avx512f,+avx512bw,+avx512vl",
+     ("_encode_block_avx512", "_adam8bit_blocks", "_decode_block_scalar")),
+    ("icelake-server", "+avx2,+fma,+avx512f,+avx512bw,+avx512vl,+avx512vbmi",
+     ("_encode_block_avx512", "_adam8bit_blocks_pipelined", "_decode_block_vbmi")),
+    ("znver4", "+avx2,+fma,+avx512f,+avx512bw,+avx512vl,+avx512vbmi",
+     ("_encode_block_avx2", "_adam8bit_blocks_pipelined", "_decode_block_vbmi")),
+])
+def test_each_cpu_gets_paths_its_instruction_set_has(cpu, features, want):
+    """The per-CPU dispatch, for CPUs this machine may not be (numba's cross-compile
+    settings stand in for the host): AVX-512 code only with AVX-512, VBMI only with VBMI."""
+    code = ("from flowopt.nodes.blockwise import jit; from flowopt.nodes.optimizer import kernels as K;"
+            "print(jit.encode_block.py_func.__name__, K._adam8bit_run.py_func.__name__,"
+            " jit.decode_block.py_func.__name__)")
+    env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert tuple(out.stdout.split()) == want

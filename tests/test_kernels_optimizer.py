@@ -292,3 +292,68 @@ def test_both_block_loops_match_the_reference_whichever_this_cpu_runs(monkeypatc
     got, want = run_adam(n, block_size, decoupled=True, weight_decay=0.1)
     for a, b in zip(got, want):
         assert_same(a, b)
+
+
+@pytest.mark.skipif(not K.HAS_VBMI, reason="the fused 64-value step needs AVX512-VBMI")
+@pytest.mark.parametrize(("decoupled", "weight_decay"), [(False, 0.0), (False, 0.1), (True, 0.1)])
+def test_the_fused_64_value_step_equals_decode_update_and_absmax_bit_for_bit(decoupled, weight_decay):
+    from numba import njit
+
+    from flowopt.nodes.blockwise.avx512 import adam64
+
+    @njit
+    def fused(k, p, g, mc, vc, mp, vp, am, av, mo, vo, lanes, *scalars):
+        for j in range(0, k, 64):
+            adam64(p, g, mc, vc, j, mp, vp, am, av, mo, vo, lanes, *scalars)
+
+    rng = np.random.default_rng(11)
+    n = 3 * 64
+    signed, unsigned = K._books()
+    p, g = rng.standard_normal(n, dtype=np.float32), rng.standard_normal(n, dtype=np.float32)
+    mc, vc = rng.integers(0, 256, n).astype(np.uint8), rng.integers(0, 256, n).astype(np.uint8)
+    mc[:8], vc[:8] = signed.zero_code, unsigned.zero_code
+    g[70], g[71], p[130] = np.nan, np.inf, -0.0
+    s = K._adam_scalars(5, 1e-3, 0.9, 0.999, 1e-8, weight_decay, decoupled)
+    scalars = tuple(s[k] for k in ("b1", "c1", "b2", "c2", "step_size", "inv_correction2", "eps",
+                                   "decay", "shrink", "coupled", "decoupled"))
+    for am, av in ((np.float32(0.37), np.float32(2.5e-6)), (np.float32(0.0), np.float32(np.inf))):
+        for k in (64, n):   # the NaN/inf lanes outside, then inside the range
+            want_p = p.copy()
+            with np.errstate(invalid="ignore"):
+                m = signed.values[mc] * am
+                v = unsigned.values[vc] * av
+            K._adam_update_scalar(want_p[:k], g[:k], m[:k], v[:k], *scalars)
+            got_p = p.copy()
+            mo, vo = np.full(n, 7.0, np.float32), np.full(n, 7.0, np.float32)
+            lanes = np.zeros(32, np.uint32)
+            lanes[3] = 0x3F000000   # a maximum carried in from earlier values: 0.5
+            fused(k, got_p, g, mc, vc, K._planes(True), K._planes(False), am, av, mo, vo, lanes,
+                  *scalars)
+            assert_same(got_p, want_p)
+            assert_same(mo[:k], m[:k])
+            assert_same(vo[:k], v[:k])
+            assert np.all(mo[k:] == 7.0) and np.all(vo[k:] == 7.0)
+            for got, new, carried in ((lanes[:16], m[:k], 0x3F000000), (lanes[16:], v[:k], 0)):
+                want = max(int((new.view(np.uint32) & np.uint32(0x7FFFFFFF)).max()), carried)
+                assert int(got.max()) == want
+
+
+@pytest.mark.skipif(not K.HAS_AVX512, reason="the 16-lane encoders need AVX-512")
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_pipelined_encoder_gives_the_nearest_codes_by_reciprocal_and_by_division(signed):
+    from flowopt.nodes.blockwise.codebook import nearest_code_reference
+
+    book = codebook("dynamic", signed, 8)
+    rng = np.random.default_rng(5)
+    mids = ((book.values[:-1].astype(np.float64) + book.values[1:]) / 2).astype(np.float32)
+    near = np.concatenate([np.nextafter(mids, np.float32(s * np.inf)) for s in (-1, 1)] + [mids])
+    x = np.concatenate([near, rng.uniform(-1 if signed else 0, 1, 4096).astype(np.float32)])
+    x = x[: x.size - x.size % 64] * np.float32(0.7071067)
+    a = np.float32(0.7071067)
+    want = nearest_code_reference(x / a, book.values)
+    for how in (1, 2):   # avx512.AMD_ZEN picks one of them for the whole run
+        codes = np.zeros(x.size, np.uint8)
+        for j in range(0, x.size, 64):
+            K._encode64(x, j, a, np.float32(1) / a, how, book.table_entries, book.table,
+                        book.table_thresholds, np.uint8(book.zero_code), codes)
+        np.testing.assert_array_equal(codes, want, err_msg=f"how={how}")

@@ -48,19 +48,24 @@ AVX512-VBMI, else scalar table loads); (2) the update, reading/writing θ, g and
 16 lanes per instruction on AVX-512 (`avx512.adam16`), else auto-vectorised; (3) absmax
 of the new moments by an integer max over their bit patterns; (4) `encode_block`: on
 AVX-512 multiply by the reciprocal of absmax, 16 values per gather, with an exact
-fallback near bucket edges and thresholds; 8 values per gather with a division on AVX2.
+fallback near bucket edges and thresholds; 8 values per gather with a division on AVX2
+and on AMD Zen (`avx512.AMD_ZEN`, where that is the faster one).
 Every path gives the same bits (tests hold each path the CPU has to the reference). Any
 positive block size works; the optimizer nodes ask for multiples of 64 so that no two
 threads write the same cache line.
 
 On AVX512-VBMI CPUs the block loop is software-pipelined
-(`_adam8bit_blocks_pipelined`): block b's dequantise + update, which streams θ and g,
-is interleaved with block b-1's requantisation, which only computes.
+(`_adam8bit_blocks_pipelined`): steps (1)–(3) are one pass per 64 values
+(`avx512.adam64`: the decoded moments stay in registers, the absmax is a running
+per-lane maximum), and block b's pass, which streams θ and g, is interleaved with block
+b-1's requantisation, which only computes. On AMD Zen 4 (`avx512.AMD_ZEN`) the
+requantisation divides instead of multiplying by the reciprocal, 8 values per gather
+(same codes, cheaper there).
 
-Measured (``benchmarks/optimizers.py --profile``, Intel Xeon with AVX-512, busy shared
-machine): ≈ 1.7 ns per parameter per core against ≈ 2.1 ns for the previous, 8-lane
-version and ≈ 1.25 ns for torch's fused float32 Adam (memory-bound); see
-benchmarks/RESULTS.md for what remains.
+Measured (``benchmarks/optimizers.py --profile``, one core): ≈ 1.7 ns per parameter
+on an Intel Xeon before `adam64` (torch's fused float32 Adam ≈ 1.25 ns) and ≈ 2.1 ns on
+an AMD EPYC Zen 4 (torch ≈ 0.63–0.86 ns), where the table gathers of the
+requantisation dominate; see benchmarks/RESULTS.md for the tables and what remains.
 
 Non-finite values propagate, as in ``torch.optim``: a NaN or ±inf gradient makes that
 element's parameter NaN/inf and its block's new absmax NaN/inf, so the whole block's
@@ -75,11 +80,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from flowopt.nodes.blockwise.avx512 import (HAS_AVX512, HAS_VBMI, adam16, decode64, encode16,
-                                            encode16_reciprocal, value_planes)
+from flowopt.nodes.blockwise.avx512 import (AMD_ZEN, HAS_AVX512, HAS_VBMI, adam16, adam64,
+                                            encode16, encode16_reciprocal, value_planes)
 from flowopt.nodes.blockwise.codebook import Codebook, codebook
 from flowopt.nodes.blockwise.jit import (_SMALLEST_NORMAL, block_absmax, decode_block,
-                                         encode_block)
+                                         bits_float, encode8, encode_block, float_bits)
 from flowopt.nodes.blockwise.quantize import block_count, check_block_size, quantize_blocks_reference
 
 __all__ = ["adam8bit_state", "adam8bit_step", "adam8bit_step_reference", "lion_step",
@@ -87,6 +92,7 @@ __all__ = ["adam8bit_state", "adam8bit_step", "adam8bit_step_reference", "lion_s
            "momentum8bit_step_reference"]
 
 _F32 = np.float32
+_MAGNITUDE = np.uint32(0x7FFFFFFF)
 
 
 def _books() -> tuple[Codebook, Codebook]:
@@ -252,19 +258,34 @@ def _encode64(x, j, a, r, how, entries, table, thr, zero, codes):
         encode16_reciprocal(x, j + 16, a, r, entries, codes)
         encode16_reciprocal(x, j + 32, a, r, entries, codes)
         encode16_reciprocal(x, j + 48, a, r, entries, codes)
+    elif AMD_ZEN:   # 8-lane gathers are the cheaper ones there
+        for q in range(j, j + 64, 8):
+            encode8(x, q, a, entries, codes)
     else:
         for q in range(j, j + 64, 16):
             encode16(x, q, a, entries, codes)
 
+
 @njit(cache=True, error_model="numpy")
 def _encode_mode(a):
     """0: a zero block (every code is the zero code); 1: ``a`` normal and finite, encode by
-    its reciprocal; 2: otherwise, by division."""
+    its reciprocal; 2: otherwise, or on AMD Zen (`avx512.AMD_ZEN`), by division. The same
+    codes either way."""
     if a == 0:
         return 0
-    if a >= _SMALLEST_NORMAL and a < np.inf:
+    if not AMD_ZEN and a >= _SMALLEST_NORMAL and a < np.inf:
         return 1
     return 2
+
+
+@njit(cache=True, error_model="numpy")
+def _absmax_of(lanes, tail_bits):
+    """The block's absmax from `avx512.adam64`'s per-lane maxima and the bits of the tail
+    it did not see (magnitude bit patterns compare like the floats, NaN above +inf)."""
+    a = block_absmax(lanes)
+    t = block_absmax(tail_bits)
+    return a if float_bits(a) >= float_bits(t) else t
+
 
 @njit(cache=True, error_model="numpy")
 def _adam8bit_blocks_pipelined(lo, hi, param, grad, m_codes, m_absmax, v_codes, v_absmax, block_size,
@@ -272,16 +293,17 @@ def _adam8bit_blocks_pipelined(lo, hi, param, grad, m_codes, m_absmax, v_codes, 
               v_entries, v_table, v_thresholds, v_zero, b1, c1, b2, c2, step_size,
               inv_correction2, eps, decay, shrink, coupled, decoupled):
     """`_adam8bit_blocks`, software-pipelined (AVX-512 with VBMI): block b's dequantise +
-    update — the only phase that streams θ and g from memory — runs 64 values at a time
-    interleaved with the requantisation of block b-1, which only computes, so memory and
-    arithmetic overlap instead of taking turns (≈ 10% less CPU time per step, measured).
-    Two scratch pairs, swapped per block; the same operations on the same values, so the
-    same bits."""
+    update + absmax (`avx512.adam64`) — the only phase that streams θ and g from memory —
+    runs 64 values at a time interleaved with the requantisation of block b-1, which only
+    computes, so memory and arithmetic overlap instead of taking turns (≈ 10% less CPU
+    time per step, measured; the one-pass `adam64` ≈ 8% more). Two scratch pairs, swapped
+    per block; the same operations on the same values, so the same bits."""
     n = param.size
     cm = np.empty(block_size, np.float32)   # current block's moments
     cv = np.empty(block_size, np.float32)
     pm = np.empty(block_size, np.float32)   # previous block's, being encoded
     pv = np.empty(block_size, np.float32)
+    lanes = np.zeros(32, np.uint32)         # adam64's running |m|, |v| maxima (bits)
     prev_s = 0
     pk = 0
     pam = np.float32(0)
@@ -310,11 +332,8 @@ def _adam8bit_blocks_pipelined(lo, hi, param, grad, m_codes, m_absmax, v_codes, 
         top = max(k64, p64)
         for j in range(0, top, 64):
             if j < k64:
-                decode64(mcb, j, m_planes, am, bm)
-                decode64(vcb, j, v_planes, av, bv)
-                for q in range(j, j + 64, 16):
-                    adam16(pb, gb, bm, bv, q, b1, c1, b2, c2, step_size, inv_correction2, eps,
-                           decay, shrink, coupled, decoupled)
+                adam64(pb, gb, mcb, vcb, j, m_planes, v_planes, am, av, bm, bv, lanes, b1, c1,
+                       b2, c2, step_size, inv_correction2, eps, decay, shrink, coupled, decoupled)
             if j < p64:
                 _encode64(xm, j, pam, rm, hm, m_entries, m_table, m_thresholds, m_zero, mcp)
                 _encode64(xv, j, pav, rv, hv, v_entries, v_table, v_thresholds, v_zero, vcp)
@@ -333,8 +352,9 @@ def _adam8bit_blocks_pipelined(lo, hi, param, grad, m_codes, m_absmax, v_codes, 
             else:
                 encode_block(xv[p64:], pav, v_entries, v_table, v_thresholds, vcp[p64:])
         if k > 0:
-            pam = block_absmax(cm[:k].view(np.uint32))
-            pav = block_absmax(cv[:k].view(np.uint32))
+            pam = _absmax_of(lanes[:16], cm[k64:k].view(np.uint32))
+            pav = _absmax_of(lanes[16:], cv[k64:k].view(np.uint32))
+            lanes[:] = 0
             m_absmax[b] = pam
             v_absmax[b] = pav
         cm, pm = pm, cm
@@ -415,7 +435,6 @@ def _momentum8bit_blocks(lo, hi, param, grad, codes, absmax, block_size, values,
     """Blocks ``lo`` to ``hi`` of one 8-bit momentum step, with this worker's scratch."""
     n = param.size
     sb = np.empty(block_size, np.float32)
-    sbu = sb.view(np.uint32)
     for b in range(lo, hi):
         s = b * block_size
         e = min(s + block_size, n)
@@ -427,6 +446,7 @@ def _momentum8bit_blocks(lo, hi, param, grad, codes, absmax, block_size, values,
         a = absmax[b]
         if not first:
             decode_block(cb, planes, values, a, buf)
+        top = np.uint32(0)   # the new absmax, folded into the update (no pass of its own)
         for j in range(k):
             p = pb[j]
             g = gb[j] + decay * p
@@ -434,7 +454,14 @@ def _momentum8bit_blocks(lo, hi, param, grad, codes, absmax, block_size, values,
             d = g + momentum * m if nesterov else m
             pb[j] = p - lr * d
             buf[j] = m
-        absmax[b] = _requantize(buf, sbu[:k], cb, entries, table, thresholds, zero)
+            u = np.uint32(float_bits(m) & _MAGNITUDE)
+            top = u if u > top else top
+        a = bits_float(np.uint32(top))
+        absmax[b] = a
+        if a == 0:
+            cb[:] = zero
+        else:
+            encode_block(buf, a, entries, table, thresholds, cb)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
