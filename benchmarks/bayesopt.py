@@ -124,12 +124,20 @@ FUNCTIONS = {
 }
 
 
+# Regret above which a run is counted as stuck in a local minimum at the last budget: the
+# smallest local minimum of Hartmann-6 lies 0.119 above the global one, Hartmann-3's 0.77.
+STUCK = {"hartmann6": 0.1, "hartmann6-noisy": 0.1, "hartmann3": 0.1, "hartmann3-noisy": 0.1}
+
+
 class Run:
     """One tuner on one function and seed: ask/tell loop, timings and regrets at checkpoints."""
 
     def __init__(self, method: str, fn: str, seed: int, n: int, checkpoints: list[int],
                  settings: dict | None = None) -> None:
         self.f, space, self.fmin, self.sigma = FUNCTIONS[fn]
+        self.bounds = np.array(list(space.values()), dtype=float)
+        self.unit: list[np.ndarray] = []    # proposals in unit-cube coordinates
+        self.values: list[float] = []       # their observed values
         self.method, self.seed, self.n, self.checkpoints = method, seed, n, checkpoints
         self.noise = np.random.default_rng(1000 + seed)
         self.overhead: list[float] = []
@@ -171,6 +179,9 @@ class Run:
                 self.study.tell(trial, y)
                 t3 = time.perf_counter()
             self.overhead.append((t1 - t0) + (t3 - t2))
+            lo, hi = self.bounds[:, 0], self.bounds[:, 1]
+            self.unit.append((np.array(list(params.values()), dtype=float) - lo) / (hi - lo))
+            self.values.append(y)
             if best_obs is None or y < best_obs[0]:
                 best_obs = (y, params)
             if i + 1 in self.checkpoints:
@@ -178,6 +189,18 @@ class Run:
                 self.regret[i + 1] = self.f(rec) - self.fmin
                 self.regret_best_observed[i + 1] = self.f(best_obs[1]) - self.fmin
         return self
+
+
+def exploration(unit: list[np.ndarray], values: list[float], start: int = 10) -> dict[str, int]:
+    """Where the proposals after the first ``start`` went, relative to the incumbent then
+    (the best observation so far), in unit-cube L∞ distance: ``near`` (< 0.1), ``far``
+    (> 0.3), and ``edge`` (some coordinate within 0.02 of a face). A search stuck on its
+    incumbent's basin has many near and few far proposals."""
+    X, y = np.array(unit), np.array(values)
+    dist = [float(np.max(np.abs(X[i] - X[int(np.argmin(y[:i]))]))) for i in range(start, len(y))]
+    edge = [bool(np.any((X[i] < 0.02) | (X[i] > 0.98))) for i in range(start, len(y))]
+    return {"near": sum(d < 0.1 for d in dist), "far": sum(d > 0.3 for d in dist),
+            "edge": sum(edge), "of": len(dist)}
 
 
 def fmt(x: float) -> str:
@@ -189,7 +212,8 @@ def record(run: "Run", fn: str, label: str) -> dict:
     return {"function": fn, "tuner": label, "seed": run.seed, "n": run.n,
             "regret": {str(k): v for k, v in run.regret.items()},
             "regret_best_observed": {str(k): v for k, v in run.regret_best_observed.items()},
-            "overhead_ms": [1e3 * t for t in run.overhead]}
+            "overhead_ms": [1e3 * t for t in run.overhead],
+            "exploration": exploration(run.unit, run.values)}
 
 
 def regret_table(records: list[dict], checkpoints: list[int]) -> None:
@@ -199,8 +223,8 @@ def regret_table(records: list[dict], checkpoints: list[int]) -> None:
     print(f"\nSimple regret (noiseless f at the recommended point), seeds {seeds}: mean / median "
           "(n = runs)\n")
     head = " | ".join(f"after {c}" for c in checkpoints)
-    print(f"| function | tuner | n | {head} | mean vs Optuna GP | median vs Optuna GP |")
-    print("|---|---|---:|" + "---:|" * len(checkpoints) + "---|---|")
+    print(f"| function | tuner | n | {head} | mean vs Optuna GP | median vs Optuna GP | stuck |")
+    print("|---|---|---:|" + "---:|" * len(checkpoints) + "---|---|---:|")
     for fn in functions:
         ref = [r for r in records if r["function"] == fn and r["tuner"] == "optuna-gp"
                and r["regret"]]
@@ -224,8 +248,27 @@ def regret_table(records: list[dict], checkpoints: list[int]) -> None:
                     means.append(f"{statistics.mean(vals) / mb:.2f}×" if mb > 0 else "-")
                     medians.append(f"{statistics.median(vals) / db:.2f}×" if db > 0 else "-")
             name = tuner + (" (best observed)" if attr != "regret" else "")
+            last = str(checkpoints[-1])
+            stuck = (f"{sum(r[attr][last] > STUCK[fn] for r in rs if last in r[attr])}"
+                     if fn in STUCK else "–")
             print(f"| {fn} | {name} | {len(rs)} | " + " | ".join(cells)
-                  + f" | {' / '.join(means)} | {' / '.join(medians)} |")
+                  + f" | {' / '.join(means)} | {' / '.join(medians)} | {stuck} |")
+
+
+def exploration_table(records: list[dict]) -> None:
+    """Mean `exploration` counts per function and tuner (runs logged with them only)."""
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        if r["regret"] and "exploration" in r:
+            rows.setdefault((r["function"], r["tuner"]), []).append(r["exploration"])
+    if not rows:
+        return
+    print("\nProposals after the initial design, relative to the incumbent (mean per run)\n")
+    print("| function | tuner | runs | proposals | near (< 0.1) | far (> 0.3) | at a face |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for (fn, tuner), ex in rows.items():
+        cells = " | ".join(f"{statistics.mean(e[k] for e in ex):.1f}" for k in ("of", "near", "far", "edge"))
+        print(f"| {fn} | {tuner} | {len(ex)} | {cells} |")
 
 
 def overhead_table(records: list[dict]) -> None:
@@ -317,6 +360,7 @@ def main() -> None:
     if args.report:
         records = [json.loads(line) for path in args.report for line in open(path) if line.strip()]
         regret_table(records, checkpoints)
+        exploration_table(records)
         overhead_table(records)
         return
     horizon = 100 if args.quick or ("hartmann6" in args.functions and not args.budgets) else max(checkpoints)
@@ -359,6 +403,7 @@ def main() -> None:
                 finish(Run(m, "hartmann6", 100 + s, 200, [], settings).go(), "hartmann6", m)
             print(f"#   overhead at 200: {m} done ({time.time() - t_start:.0f} s)", file=sys.stderr, flush=True)
     regret_table(records, checkpoints)
+    exploration_table(records)
     overhead_table(records)
     print(f"\n# total {time.time() - t_start:.0f} s, load at end {os.getloadavg()[0]:.1f}")
 
