@@ -389,7 +389,16 @@ def main() -> None:
         design_basins(args.design_basins)
         return
     if args.report:
-        records = [json.loads(line) for path in args.report for line in open(path) if line.strip()]
+        records, seen = [], set()
+        for line in (line for path in args.report for line in open(path) if line.strip()):
+            r = json.loads(line)
+            key = (r["function"], r["tuner"], r["seed"], r["n"])
+            if args.seed_list or args.seeds:
+                if r["seed"] not in seeds:
+                    continue
+            if key not in seen:     # a seed run twice (split runs that overlapped) counts once
+                seen.add(key)
+                records.append(r)
         regret_table(records, checkpoints)
         exploration_table(records)
         overhead_table(records)
