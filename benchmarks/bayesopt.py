@@ -126,7 +126,7 @@ FUNCTIONS = {
 
 # Regret above which a run is counted as stuck in a local minimum at the last budget: the
 # smallest local minimum of Hartmann-6 lies 0.119 above the global one, Hartmann-3's 0.77.
-STUCK = {"hartmann6": 0.1, "hartmann6-noisy": 0.1, "hartmann3": 0.1, "hartmann3-noisy": 0.1}
+STUCK = {"hartmann6": 0.1, "hartmann3": 0.1}   # noiseless only: under noise a good run can exceed it
 
 
 class Run:
