@@ -27,6 +27,9 @@ Usage (from the repository root, in the venv with the ``bench`` extra)::
     python benchmarks/bayesopt.py --seeds 3 --functions branin hartmann6
     python benchmarks/bayesopt.py --seed-list 5 6 --budgets 25 50 --methods flowopt optuna-gp --no-overhead
     python benchmarks/bayesopt.py --functions hartmann6 --methods flowopt --overhead-only
+    python benchmarks/bayesopt.py --overhead-replay 100 200     # the quick timing part (paired)
+    python benchmarks/bayesopt.py --report benchmarks/logs/*.jsonl --seeds 10   # tables from logs
+    python benchmarks/bayesopt.py --design-basins 400           # Sobol vs uniform design, no tuner runs
 
 Subsets (functions, seeds, budgets, methods) are for a shared machine: a full run is
 ≈ 10 seeds × 10 functions × 2 GP tuners × 100 asks of 0.1–0.4 s each.
@@ -369,7 +372,9 @@ def main() -> None:
                     help="BayesOptConfig fields for flowopt (a variant, labelled flowopt[...])")
     ap.add_argument("--patch", nargs="+", default=[], metavar="MODULE.NAME=VALUE",
                     help="set a module constant of flowopt.nodes.tuner.bayesopt (gp.CONSTANT_MEAN, "
-                         "gp.MIN_NOISE, gp.FIT_STARTS, strategy.START_SELECTION) for a variant")
+                         "gp.MIN_NOISE, gp.FIT_STARTS, gp.FIT_GTOL, gp.MAX_LENGTHSCALE, "
+                         "strategy.START_SELECTION, strategy.INITIAL_DESIGN, "
+                         "strategy.LOCAL_CANDIDATES) for a variant")
     ap.add_argument("--overhead-replay", type=int, nargs="+", metavar="N",
                     help="only the overhead of flowopt vs Optuna GP at N observations of a "
                          "shared history, alternating (fair on a busy machine)")
