@@ -383,7 +383,8 @@ def main() -> None:
                          "Sobol vs uniform, over SEEDS seeds (no tuner runs)")
     ap.add_argument("--log", help="append one JSON line per finished run to this file")
     ap.add_argument("--report", nargs="+", metavar="LOG",
-                    help="no runs: print the tables from --log files of earlier (partial) runs")
+                    help="no runs: print the tables from --log files of earlier (partial) runs, of "
+                         "the seeds --seeds / --seed-list name if given")
     args = ap.parse_args()
     seeds = args.seed_list or list(range(args.seeds or (2 if args.quick else 10)))
     checkpoints = args.budgets or ([25, 50] if args.quick else [25, 50, 100])
