@@ -27,6 +27,9 @@ Usage (from the repository root, in the venv with the ``bench`` extra)::
     python benchmarks/bayesopt.py --seeds 3 --functions branin hartmann6
     python benchmarks/bayesopt.py --seed-list 5 6 --budgets 25 50 --methods flowopt optuna-gp --no-overhead
     python benchmarks/bayesopt.py --functions hartmann6 --methods flowopt --overhead-only
+    python benchmarks/bayesopt.py --overhead-replay 100 200     # the quick timing part (paired)
+    python benchmarks/bayesopt.py --report benchmarks/logs/*.jsonl --seeds 10   # tables from logs
+    python benchmarks/bayesopt.py --design-basins 400           # Sobol vs uniform design, no tuner runs
 
 Subsets (functions, seeds, budgets, methods) are for a shared machine: a full run is
 ≈ 10 seeds × 10 functions × 2 GP tuners × 100 asks of 0.1–0.4 s each.
@@ -124,12 +127,20 @@ FUNCTIONS = {
 }
 
 
+# Regret above which a run is counted as stuck in a local minimum at the last budget: the
+# smallest local minimum of Hartmann-6 lies 0.119 above the global one, Hartmann-3's 0.77.
+STUCK = {"hartmann6": 0.1, "hartmann3": 0.1}   # noiseless only: under noise a good run can exceed it
+
+
 class Run:
     """One tuner on one function and seed: ask/tell loop, timings and regrets at checkpoints."""
 
     def __init__(self, method: str, fn: str, seed: int, n: int, checkpoints: list[int],
                  settings: dict | None = None) -> None:
         self.f, space, self.fmin, self.sigma = FUNCTIONS[fn]
+        self.bounds = np.array(list(space.values()), dtype=float)
+        self.unit: list[np.ndarray] = []    # proposals in unit-cube coordinates
+        self.values: list[float] = []       # their observed values
         self.method, self.seed, self.n, self.checkpoints = method, seed, n, checkpoints
         self.noise = np.random.default_rng(1000 + seed)
         self.overhead: list[float] = []
@@ -171,6 +182,9 @@ class Run:
                 self.study.tell(trial, y)
                 t3 = time.perf_counter()
             self.overhead.append((t1 - t0) + (t3 - t2))
+            lo, hi = self.bounds[:, 0], self.bounds[:, 1]
+            self.unit.append((np.array(list(params.values()), dtype=float) - lo) / (hi - lo))
+            self.values.append(y)
             if best_obs is None or y < best_obs[0]:
                 best_obs = (y, params)
             if i + 1 in self.checkpoints:
@@ -178,6 +192,18 @@ class Run:
                 self.regret[i + 1] = self.f(rec) - self.fmin
                 self.regret_best_observed[i + 1] = self.f(best_obs[1]) - self.fmin
         return self
+
+
+def exploration(unit: list[np.ndarray], values: list[float], start: int = 10) -> dict[str, int]:
+    """Where the proposals after the first ``start`` went, relative to the incumbent then
+    (the best observation so far), in unit-cube L∞ distance: ``near`` (< 0.1), ``far``
+    (> 0.3), and ``edge`` (some coordinate within 0.02 of a face). A search stuck on its
+    incumbent's basin has many near and few far proposals."""
+    X, y = np.array(unit), np.array(values)
+    dist = [float(np.max(np.abs(X[i] - X[int(np.argmin(y[:i]))]))) for i in range(start, len(y))]
+    edge = [bool(np.any((X[i] < 0.02) | (X[i] > 0.98))) for i in range(start, len(y))]
+    return {"near": sum(d < 0.1 for d in dist), "far": sum(d > 0.3 for d in dist),
+            "edge": sum(edge), "of": len(dist)}
 
 
 def fmt(x: float) -> str:
@@ -189,7 +215,8 @@ def record(run: "Run", fn: str, label: str) -> dict:
     return {"function": fn, "tuner": label, "seed": run.seed, "n": run.n,
             "regret": {str(k): v for k, v in run.regret.items()},
             "regret_best_observed": {str(k): v for k, v in run.regret_best_observed.items()},
-            "overhead_ms": [1e3 * t for t in run.overhead]}
+            "overhead_ms": [1e3 * t for t in run.overhead],
+            "exploration": exploration(run.unit, run.values)}
 
 
 def regret_table(records: list[dict], checkpoints: list[int]) -> None:
@@ -199,8 +226,8 @@ def regret_table(records: list[dict], checkpoints: list[int]) -> None:
     print(f"\nSimple regret (noiseless f at the recommended point), seeds {seeds}: mean / median "
           "(n = runs)\n")
     head = " | ".join(f"after {c}" for c in checkpoints)
-    print(f"| function | tuner | n | {head} | mean vs Optuna GP | median vs Optuna GP |")
-    print("|---|---|---:|" + "---:|" * len(checkpoints) + "---|---|")
+    print(f"| function | tuner | n | {head} | mean vs Optuna GP | median vs Optuna GP | stuck |")
+    print("|---|---|---:|" + "---:|" * len(checkpoints) + "---|---|---:|")
     for fn in functions:
         ref = [r for r in records if r["function"] == fn and r["tuner"] == "optuna-gp"
                and r["regret"]]
@@ -224,8 +251,27 @@ def regret_table(records: list[dict], checkpoints: list[int]) -> None:
                     means.append(f"{statistics.mean(vals) / mb:.2f}×" if mb > 0 else "-")
                     medians.append(f"{statistics.median(vals) / db:.2f}×" if db > 0 else "-")
             name = tuner + (" (best observed)" if attr != "regret" else "")
+            last = str(checkpoints[-1])
+            stuck = (f"{sum(r[attr][last] > STUCK[fn] for r in rs if last in r[attr])}"
+                     if fn in STUCK else "–")
             print(f"| {fn} | {name} | {len(rs)} | " + " | ".join(cells)
-                  + f" | {' / '.join(means)} | {' / '.join(medians)} |")
+                  + f" | {' / '.join(means)} | {' / '.join(medians)} | {stuck} |")
+
+
+def exploration_table(records: list[dict]) -> None:
+    """Mean `exploration` counts per function and tuner (runs logged with them only)."""
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        if r["regret"] and "exploration" in r:
+            rows.setdefault((r["function"], r["tuner"]), []).append(r["exploration"])
+    if not rows:
+        return
+    print("\nProposals after the initial design, relative to the incumbent (mean per run)\n")
+    print("| function | tuner | runs | proposals | near (< 0.1) | far (> 0.3) | at a face |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for (fn, tuner), ex in rows.items():
+        cells = " | ".join(f"{statistics.mean(e[k] for e in ex):.1f}" for k in ("of", "near", "far", "edge"))
+        print(f"| {fn} | {tuner} | {len(ex)} | {cells} |")
 
 
 def overhead_table(records: list[dict]) -> None:
@@ -286,6 +332,31 @@ def overhead_replay(sizes: list[int], asks: int = 6) -> None:
         print(f"| {n} | {a:.1f} | {b:.1f} | {a / b:.2f}× |", flush=True)
 
 
+def design_basins(designs: int, size: int = 10) -> None:
+    """Which Hartmann-6 basin holds the best point of an initial design of ``size`` points,
+    over ``designs`` seeds, for flowopt's scrambled Sobol design and for uniform draws
+    (Optuna's startup trials): the basin is the term of the sum that dominates there."""
+    from flowopt.nodes.tuner.space import SearchSpace
+
+    f, space, _, _ = FUNCTIONS["hartmann6"]
+    cube = SearchSpace({k: Domain(low=lo, high=hi) for k, (lo, hi) in space.items()})
+    print(f"\nBasin of the best of {size} design points, Hartmann-6, {designs} seeds "
+          "(term 3 holds the global minimum, term 4 the local one 0.119 above it)\n")
+    print("| design | term 1 | term 2 | term 3 | term 4 | mean best f |\n|---|---:|---:|---:|---:|---:|")
+    for name in ("sobol", "uniform"):
+        counts, bests = np.zeros(4), []
+        for seed in range(designs):
+            U = (cube.sobol(16, seed=seed)[:size] if name == "sobol"
+                 else np.random.default_rng(seed).random((size, len(space))))
+            values = [f(dict(zip(space, u))) for u in U]
+            x = U[int(np.argmin(values))]
+            terms = HARTMANN_ALPHA * np.exp(-np.sum(HARTMANN_A * (x - HARTMANN_P) ** 2, axis=1))
+            counts[int(np.argmax(terms))] += 1
+            bests.append(min(values))
+        print(f"| {name} | " + " | ".join(f"{c / designs:.2f}" for c in counts)
+              + f" | {statistics.mean(bests):.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, budgets 25/50, overhead at 100 only")
@@ -301,22 +372,41 @@ def main() -> None:
                     help="BayesOptConfig fields for flowopt (a variant, labelled flowopt[...])")
     ap.add_argument("--patch", nargs="+", default=[], metavar="MODULE.NAME=VALUE",
                     help="set a module constant of flowopt.nodes.tuner.bayesopt (gp.CONSTANT_MEAN, "
-                         "gp.MIN_NOISE, gp.FIT_STARTS, strategy.START_SELECTION) for a variant")
+                         "gp.MIN_NOISE, gp.FIT_STARTS, gp.FIT_GTOL, gp.MAX_LENGTHSCALE, "
+                         "strategy.START_SELECTION, strategy.INITIAL_DESIGN, "
+                         "strategy.LOCAL_CANDIDATES) for a variant")
     ap.add_argument("--overhead-replay", type=int, nargs="+", metavar="N",
                     help="only the overhead of flowopt vs Optuna GP at N observations of a "
                          "shared history, alternating (fair on a busy machine)")
+    ap.add_argument("--design-basins", type=int, metavar="SEEDS",
+                    help="only: which Hartmann-6 basin the best initial-design point is in, "
+                         "Sobol vs uniform, over SEEDS seeds (no tuner runs)")
     ap.add_argument("--log", help="append one JSON line per finished run to this file")
     ap.add_argument("--report", nargs="+", metavar="LOG",
-                    help="no runs: print the tables from --log files of earlier (partial) runs")
+                    help="no runs: print the tables from --log files of earlier (partial) runs, of "
+                         "the seeds --seeds / --seed-list name if given")
     args = ap.parse_args()
     seeds = args.seed_list or list(range(args.seeds or (2 if args.quick else 10)))
     checkpoints = args.budgets or ([25, 50] if args.quick else [25, 50, 100])
     if args.overhead_replay:
         overhead_replay(args.overhead_replay)
         return
+    if args.design_basins:
+        design_basins(args.design_basins)
+        return
     if args.report:
-        records = [json.loads(line) for path in args.report for line in open(path) if line.strip()]
+        records, seen = [], set()
+        for line in (line for path in args.report for line in open(path) if line.strip()):
+            r = json.loads(line)
+            key = (r["function"], r["tuner"], r["seed"], r["n"])
+            if args.seed_list or args.seeds:
+                if r["seed"] not in seeds:
+                    continue
+            if key not in seen:     # a seed run twice (split runs that overlapped) counts once
+                seen.add(key)
+                records.append(r)
         regret_table(records, checkpoints)
+        exploration_table(records)
         overhead_table(records)
         return
     horizon = 100 if args.quick or ("hartmann6" in args.functions and not args.budgets) else max(checkpoints)
@@ -359,6 +449,7 @@ def main() -> None:
                 finish(Run(m, "hartmann6", 100 + s, 200, [], settings).go(), "hartmann6", m)
             print(f"#   overhead at 200: {m} done ({time.time() - t_start:.0f} s)", file=sys.stderr, flush=True)
     regret_table(records, checkpoints)
+    exploration_table(records)
     overhead_table(records)
     print(f"\n# total {time.time() - t_start:.0f} s, load at end {os.getloadavg()[0]:.1f}")
 

@@ -64,6 +64,35 @@ def test_minimising_f_proposes_the_same_points_as_maximising_minus_f():
         b.tell(Observation(i, pb, -branin(**pb), "succeeded"))
 
 
+def test_the_uniform_initial_design_draws_seeded_points_that_are_not_the_sobol_sequence(monkeypatch):
+    from flowopt.nodes.tuner.bayesopt import strategy
+
+    monkeypatch.setattr(strategy, "INITIAL_DESIGN", "uniform")
+    first = [make(BRANIN_SPACE, initial_design=4, seed=5).ask([]) for _ in range(2)]
+    s = make(BRANIN_SPACE, initial_design=4, seed=5)
+    asked = [s.ask([]) for _ in range(4)]
+    cube = SearchSpace(BRANIN_SPACE)
+    assert first[0] == first[1] == asked[0]                # seeded
+    assert asked != [cube.decode(u) for u in cube.sobol(4, seed=5)]
+    assert len({tuple(p.values()) for p in asked}) == 4
+    assert all(-5 <= p["x1"] <= 10 and 0 <= p["x2"] <= 15 for p in asked)
+
+
+def test_without_local_candidates_every_candidate_is_quasi_random_and_the_search_still_works(monkeypatch):
+    from flowopt.nodes.tuner.bayesopt import strategy
+
+    s = make(BRANIN_SPACE, seed=0)
+    values = run(s, branin, 12)
+    gp, ys = s._fit([o for o in s.observations])
+    cands, n_local = s._candidates_continuous(gp, ys)
+    assert n_local == 5 * 33 and len(cands) == n_local + s.config.candidates
+    monkeypatch.setattr(strategy, "LOCAL_CANDIDATES", 0)
+    cands, n_local = s._candidates_continuous(gp, ys)
+    assert n_local == 0 and len(cands) == s.config.candidates
+    values += run(s, branin, 18, start=12)
+    assert min(values) - BRANIN_MIN < 0.05
+
+
 def test_integer_and_categorical_spaces_get_no_duplicate_proposal_until_exhausted():
     space = {"n": Domain(low=1, high=3, integer=True), "act": Domain(choices=["a", "b", "c"])}
     s = make(space, initial_design=3)

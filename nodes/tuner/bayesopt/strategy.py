@@ -46,6 +46,11 @@ from ..space import SearchSpace
 # `BayesOpt._roulette_starts`). A module constant so benchmarks/bayesopt.py --patch can
 # compare them on the same runs.
 START_SELECTION = "split"
+# The initial design: "sobol" (the first points of a scrambled Sobol sequence) or
+# "uniform" (independent uniform draws, as Optuna's RandomSampler startup trials).
+INITIAL_DESIGN = "sobol"
+# How many of the best observations are perturbed into every ask's candidates (32 each).
+LOCAL_CANDIDATES = 5
 
 
 class BayesOptConfig(pydantic.BaseModel):
@@ -112,6 +117,8 @@ class SobolDesign(Strategy):
         return size is not None and len(self._seen(pending)) >= size
 
     def _design_point(self, seen: set) -> dict[str, Any]:
+        if INITIAL_DESIGN == "uniform":
+            return self._unseen_random(seen)
         for _ in range(64):
             for u in self.cube.sobol(16, seed=self.seed, skip=self._design_next):
                 self._design_next += 1
@@ -278,7 +285,9 @@ class BayesOpt(SobolDesign):
     def _candidates_continuous(self, gp, ys: np.ndarray) -> tuple[np.ndarray, int]:
         """Perturbations of the best observations, then a fresh Sobol set; and how many are local."""
         sobol = self.cube.sobol(self.config.candidates, seed=int(self._rng.integers(2**31)))
-        top = gp.X[np.argsort(-ys)[:5]]   # rows of gp.X past len(ys) are pending
+        top = gp.X[np.argsort(-ys)[:LOCAL_CANDIDATES]]   # rows past len(ys) are pending
+        if len(top) == 0:
+            return sobol, 0
         local = np.repeat(top, 32, axis=0)
         local = np.vstack([top, self.cube.snap(local + self._rng.normal(0.0, 0.05, local.shape))])
         return np.vstack([local, sobol]), len(local)
