@@ -24,6 +24,9 @@ Policy, and why:
 * **Cancel.** The run's cancel flag is polled while a call waits; when it is set every
   actor of the group is killed (Ray cannot interrupt a running actor method otherwise) and
   the call raises `Interrupted`.
+* **Names.** With a ``tag`` each actor is a named Ray actor, ``TAG/SLOT.N`` (N counts the
+  group's replacements), so an operator (or a test) can find one with
+  ``ray.util.list_named_actors()`` and ``ray.get_actor``.
 * **End.** `close` kills the actors; the group is a context of one node's execution.
 """
 from __future__ import annotations
@@ -55,14 +58,14 @@ class ActorGroup:
 
     def __init__(self, ray: Any, build: Callable[[Any], Any], shared: Any, count: int, *,
                  cpus: float = 1, gpus: float = 0, retries: int = 1, name: str = "flowopt",
-                 cancel: threading.Event | None = None) -> None:
+                 tag: str | None = None, cancel: threading.Event | None = None) -> None:
         self.ray, self.build, self.retries = ray, build, retries
         self.cancel = cancel or threading.Event()
         self._shared = ray.put(shared)
         self._options = {"num_cpus": cpus, "num_gpus": gpus, "max_restarts": 0,
                          "max_concurrency": 1}
         self._class = ray.remote(_Holder)
-        self.name = name
+        self.name, self.tag = name, tag
         self.replaced = 0  # actors started again after one died
         self._actors = [self._start(slot) for slot in range(count)]
 
@@ -70,7 +73,8 @@ class ActorGroup:
         return len(self._actors)
 
     def _start(self, slot: int) -> Any:
-        return self._class.options(**self._options).remote(self.build, self._shared)
+        named = {"name": f"{self.tag}/{slot}.{self.replaced}"} if self.tag else {}
+        return self._class.options(**self._options, **named).remote(self.build, self._shared)
 
     def handle(self, slot: int) -> Any:
         """The Ray actor handle now serving `slot` (tests kill it with ``ray.kill``)."""

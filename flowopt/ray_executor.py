@@ -146,7 +146,7 @@ class RayExecutor:
 
     def actors(self, build: Callable[[Any], Any], shared: Any, count: int, *,
                functions: Iterable[Callable[..., Any]] = (), cpus: float = 1,
-               gpus: float = 0, name: str = "flowopt",
+               gpus: float = 0, name: str = "flowopt", tag: str | None = None,
                cancel: threading.Event | None = None) -> Any:
         """`count` long-lived actors, each holding ``build(shared)`` built inside it
         (`flowopt.ray_actors.ActorGroup`); `functions` (node kinds' functions that `build`
@@ -157,7 +157,7 @@ class RayExecutor:
         for fn in (getattr(build, "func", build), *functions):  # a partial: its function
             self._by_value(fn)
         return ActorGroup(self.ray, build, shared, count, cpus=cpus, gpus=gpus,
-                          retries=self.max_retries, name=name, cancel=cancel)
+                          retries=self.max_retries, name=name, tag=tag, cancel=cancel)
 
     # -- running one node --------------------------------------------------------------
     def check(self, graph: Any) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import uuid
 from collections import OrderedDict
 from functools import partial
 from types import SimpleNamespace
@@ -50,15 +51,18 @@ class MemberWorker:
     def __init__(self, trainable: Any, live: int) -> None:
         self.trainable = trainable
         self.trainable.live = live  # a parked trainer per member, as locally
-        self._held: OrderedDict[int, Any] = OrderedDict()
+        self._held: OrderedDict[str, Any] = OrderedDict()
         self._keep = 2 * live
+        # tokens name states of this worker only: an actor that replaced a dead one must
+        # not take the dead one's tokens for its own
+        self._nonce = uuid.uuid4().hex
         self._tokens = itertools.count(1)
 
-    def start(self, member: int, params: Mapping[str, Any]) -> tuple[int, Any, dict]:
+    def start(self, member: int, params: Mapping[str, Any]) -> tuple[str, Any, dict]:
         return self._reply(self.trainable.start(member, params), None)
 
-    def train(self, token: int | None, state: Any, params: Mapping[str, Any],
-              steps: int) -> tuple[int, Any, dict] | None:
+    def train(self, token: str | None, state: Any, params: Mapping[str, Any],
+              steps: int) -> tuple[str, Any, dict] | None:
         """Train on from the state held under `token`, else from `state`; None when the
         token is not held here and no state came (the driver then sends it)."""
         if state is None:
@@ -68,8 +72,8 @@ class MemberWorker:
         new_state, score = self.trainable.train(state, params, steps)
         return self._reply(new_state, score)
 
-    def _reply(self, state: Any, score: float | None) -> tuple[int, Any, dict]:
-        token = next(self._tokens)
+    def _reply(self, state: Any, score: float | None) -> tuple[str, Any, dict]:
+        token = f"{self._nonce}:{next(self._tokens)}"
         self._held[token] = state
         while len(self._held) > self._keep:
             self._held.popitem(last=False)
@@ -104,7 +108,7 @@ class ActorTrainable:
         self.actors_built = len(group)
         self._free = set(range(len(group)))
         self._changed = threading.Condition()
-        self._where: OrderedDict[int, tuple[Any, int, int]] = OrderedDict()  # id -> (state, slot, token)
+        self._where: OrderedDict[int, tuple[Any, int, str]] = OrderedDict()  # id -> (state, slot, token)
         self._keep = 4 * max(1, local.live)
 
     @property
@@ -186,7 +190,8 @@ def on_actors(actors: Any, session: Any, local: Any, config: Any) -> ActorTraina
                     device=local.device, threads=session.threads, live=config.population)
     group = actors(build, dict(session.values), session.config.parallel,
                    functions=[node.kind.fn for node in owned.nodes.values()],
-                   name=f"tuner '{session.node.id}'", cancel=session.cancel)
+                   name=f"tuner '{session.node.id}'",
+                   tag=f"flowopt/{session.run_id}/{session.node.id}", cancel=session.cancel)
     return ActorTrainable(group, local)
 
 
