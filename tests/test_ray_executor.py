@@ -56,28 +56,9 @@ nodes:
 """
 
 
-PBT = """
-pipeline: ray-pbt
-seed: 5
-params: {lr: 0.003, weight_decay: 1.0e-4}
-search:
-  lr: {low: 1.0e-4, high: 0.1, log: true}
-  weight_decay: {low: 1.0e-6, high: 1.0e-1, log: true}
-nodes:
-  digits: {kind: data.digits}
-  split:  {kind: data.split, in: {dataset: digits}, with: {val_fraction: 0.2}}
-  net:    {kind: model.mlp, in: {data: split.train}, with: {hidden: [32]}}
-  xent:   {kind: loss.cross_entropy}
-  train:
-    kind: optimizer.adamw
-    in: {model: net, data: split.train, loss: xent}
-    with: {lr: "${params.lr}", weight_decay: "${params.weight_decay}", steps: 200, batch_size: 64}
-  score:  {kind: evaluator.classification, in: {model: train, data: split.val}}
-  tune:
-    kind: tuner.pbt
-    in: {objective: score.accuracy}
-    with: {mode: max, population: 4, interval: 50, fraction: 0.25, parallel: 1}
-"""
+# the README's PBT pipeline, shorter: 4 members, 200 steps, ready every 50, one at a time
+TUNE_PBT = Path(__file__).resolve().parents[1] / "pipelines" / "tune_pbt.yaml"
+PBT = ["seed=5", "nodes.train.with.steps=200", "nodes.tune.with.parallel=1"]
 SEGMENTS = 4 * 200 // 50  # members x ready points: what a rebuild per segment would build
 
 
@@ -87,10 +68,11 @@ def _write(tmp_path: Path, text: str, name: str = "pipeline.yaml") -> Path:
     return path
 
 
-def _run(path: Path, store: Path, **options):
+def _run(path: Path, store: Path, overrides=(), **options):
     from flowopt.runner import execute
 
-    return execute(compile_pipeline(load_spec(path)), store=str(store), **options)
+    return execute(compile_pipeline(load_spec(path, list(overrides))), store=str(store),
+                   **options)
 
 
 def test_a_run_on_ray_equals_the_local_run_value_for_value_and_row_for_row(ray_local, tmp_path):
@@ -322,7 +304,7 @@ def pbt_local(tmp_path_factory):
     from flowopt.store import Store
 
     folder = tmp_path_factory.mktemp("pbt-local")
-    result = _run(_write(folder, PBT), folder / "store")
+    result = _run(TUNE_PBT, folder / "store", PBT)
     assert result.status == "succeeded"
     return result, _events(Store.open(str(folder / "store")), result.run_id)
 
@@ -332,7 +314,7 @@ def test_pbt_members_on_ray_actors_equal_the_local_run_and_keep_their_trainers(
     from flowopt.store import Store
 
     local, local_events = pbt_local
-    remote = _run(_write(tmp_path, PBT), tmp_path / "store", executor="ray", workers=2)
+    remote = _run(TUNE_PBT, tmp_path / "store", PBT, executor="ray", workers=2)
     assert remote.status == "succeeded"
     assert remote.metrics["tune.actors"] == 1.0 and local.metrics["tune.actors"] == 0.0
     # parallel 1: one actor, segments in order, so the same decisions on the same scores
@@ -355,7 +337,7 @@ def test_a_pbt_actor_killed_mid_run_is_replaced_and_the_run_ends_as_if_it_had_no
 
     local, local_events = pbt_local
     store = str(tmp_path / "store")
-    scheduler = Scheduler(compile_pipeline(load_spec(_write(tmp_path, PBT))), open_recorder(store),
+    scheduler = Scheduler(compile_pipeline(load_spec(TUNE_PBT, PBT)), open_recorder(store),
                           RayExecutor(2))
     outcome: dict = {}
     runner = threading.Thread(target=lambda: outcome.update(result=scheduler.run()))
