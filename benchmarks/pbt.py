@@ -162,7 +162,8 @@ def flowopt_node(seed: int, workers: int = WORKERS, executor: str = "local") -> 
     m = result.metrics
     return {"wall": m["tune.wall_seconds"], "acc": result.best["objective"],
             "train": m["tune.train_seconds"], "eval": m["tune.eval_seconds"],
-            "steps": m["tune.steps_trained"], "workers": workers}, inputs
+            "steps": m["tune.steps_trained"], "workers": workers,
+            "ready": m.get("tune.actors_ready_seconds", 0.0)}, inputs
 
 
 def _ray_trainable(config: dict, inputs: dict) -> None:

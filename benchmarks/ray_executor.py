@@ -120,8 +120,9 @@ def pbt(seeds: int) -> None:
     harness.POPULATION = 8
     print(f"\n(b) tune_pbt.yaml, population {harness.POPULATION}, {harness.STEPS} steps/member, "
           f"ready every {harness.INTERVAL}, {harness.WORKERS} workers")
-    print("| seed | engine | wall-clock s | steps | steps/s | best accuracy |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("| seed | engine | wall-clock s | steps | steps/s | best accuracy | outside training "
+          "per segment, ms |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
     rows: dict[str, list[dict]] = {"local threads": [], "Ray actors": [], "Ray Tune": []}
     for seed in range(seeds):
         local, inputs = harness.flowopt_node(seed)
@@ -129,20 +130,30 @@ def pbt(seeds: int) -> None:
         for name, r in (("local threads", local), ("Ray actors", actors),
                         ("Ray Tune", harness.ray_tune(inputs))):
             r["rate"] = r["steps"] / r["wall"]
+            # the workers' time not spent in training steps or scoring, per segment: starting
+            # workers, moving states, checkpoints, decisions, records (and, under load, waiting)
+            segments = r["steps"] / harness.INTERVAL
+            r["outside"] = (r["workers"] * r["wall"] - r["train"] - r["eval"]) / segments * 1e3
             rows[name].append(r)
             print(f"| {seed} | {name} | {r['wall']:.2f} | {r['steps']:.0f} | {r['rate']:.0f} | "
-                  f"{r['acc']:.4f} |", flush=True)
+                  f"{r['acc']:.4f} | {r['outside']:.0f} |", flush=True)
 
     def mean(name: str, key: str) -> float:
         return statistics.mean(r[key] for r in rows[name])
 
     for name in rows:
         print(f"| mean | {name} | {mean(name, 'wall'):.2f} | {mean(name, 'steps'):.0f} | "
-              f"{mean(name, 'rate'):.0f} | {mean(name, 'acc'):.4f} |")
+              f"{mean(name, 'rate'):.0f} | {mean(name, 'acc'):.4f} | "
+              f"{mean(name, 'outside'):.0f} |")
     actors = mean("Ray actors", "rate")
     print(f"throughput, Ray actors / local threads: {actors / mean('local threads', 'rate'):.2f}x "
           f"(target 1.6x); Ray actors / Ray Tune: {actors / mean('Ray Tune', 'rate'):.2f}x "
           "(target 3x)")
+    # how much of the Ray actors' wall-clock was starting them (process, imports, build)
+    ready = mean("Ray actors", "ready")
+    steady = statistics.mean(r["steps"] / (r["wall"] - r["ready"]) for r in rows["Ray actors"])
+    print(f"Ray actors: {ready:.1f} s until every actor answered; after that {steady:.0f} "
+          f"steps/s ({steady / mean('local threads', 'rate'):.2f}x the local threads' rate)")
 
 
 def main() -> None:

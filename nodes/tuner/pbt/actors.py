@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from functools import partial
@@ -110,6 +111,8 @@ class ActorTrainable:
         self._changed = threading.Condition()
         self._where: OrderedDict[int, tuple[Any, int, str]] = OrderedDict()  # id -> (state, slot, token)
         self._keep = 4 * max(1, local.live)
+        self._created = time.perf_counter()
+        self.ready_seconds: dict[int, float] = {}  # slot -> until its first reply (its start)
 
     @property
     def train_seconds(self) -> float:
@@ -153,6 +156,7 @@ class ActorTrainable:
         finally:
             self._release(slot)
         token, new_state, stats = reply
+        self.ready_seconds.setdefault(slot, time.perf_counter() - self._created)
         self._account(stats)
         with self._changed:
             self._where[id(new_state)] = (new_state, slot, token)

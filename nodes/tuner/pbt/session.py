@@ -155,7 +155,10 @@ class PopulationSession:
                            ("eval_seconds", trainable.eval_seconds),
                            ("checkpoint_seconds", self.checkpoints.seconds),
                            ("trainer_builds", trainable.builds),
-                           ("actors", getattr(trainable, "actors_built", 0))):
+                           ("actors", getattr(trainable, "actors_built", 0)),
+                           # until the last actor answered (a process, imports, the build)
+                           ("actors_ready_seconds",
+                            max(getattr(trainable, "ready_seconds", {}).values(), default=0))):
             s.log_metric(key, float(value), None)
         for member in result.members:  # a worker died twice under it: recorded with the cause
             if member.failed is not None:
