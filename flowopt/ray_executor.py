@@ -151,8 +151,16 @@ class RayExecutor:
         """`count` long-lived actors, each holding ``build(shared)`` built inside it
         (`flowopt.ray_actors.ActorGroup`); `functions` (node kinds' functions that `build`
         reaches) travel by value where they are not importable by name. The caller closes
-        the group."""
+        the group.
+
+        At most as many actors as the cluster has room for (its CPUs / `cpus`): an actor
+        that cannot be placed would wait for ever, and every call given its slot with it;
+        callers share the slots there are."""
         from .ray_actors import ActorGroup
+
+        room = self.ray.cluster_resources().get("CPU", 0)
+        if cpus > 0 and room >= cpus:
+            count = min(count, int(room // cpus))
 
         for fn in (getattr(build, "func", build), *functions):  # a partial: its function
             self._by_value(fn)

@@ -290,6 +290,11 @@ def test_actors_keep_their_object_between_calls_and_a_killed_one_is_replaced(ray
         assert group.replaced == 3
     finally:
         group.close()
+    crowd = executor.actors(Keeper, [], 5, functions=[Keeper])
+    try:  # no more actors than the cluster has CPUs for (2): the others would never start
+        assert len(crowd) == 2 and crowd.call(1, "hello")[1:] == (1, 0)
+    finally:
+        crowd.close()
         executor.shutdown()
 
 
