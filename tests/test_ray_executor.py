@@ -17,6 +17,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -333,36 +334,54 @@ def test_pbt_members_on_ray_actors_equal_the_local_run_and_keep_their_trainers(
     assert builds == local.metrics["tune.trainer_builds"] == 4 + explores < SEGMENTS
 
 
-def test_a_pbt_actor_killed_mid_run_is_replaced_and_the_run_ends_as_if_it_had_not(
-        ray_local, pbt_local, tmp_path):
+def _pbt_in_the_background(ray, tmp_path: Path, act) -> tuple[Any, Any]:
+    """Run the PBT pipeline on Ray in a thread; once some segments are done (the next ones
+    under way), call ``act(scheduler, actor 0)``; returns the run's result and a store reader."""
     from flowopt.ray_executor import RayExecutor
     from flowopt.runner import open_recorder
     from flowopt.scheduler import Scheduler
     from flowopt.store import Store
 
-    local, local_events = pbt_local
     store = str(tmp_path / "store")
     scheduler = Scheduler(compile_pipeline(load_spec(TUNE_PBT, PBT)), open_recorder(store),
                           RayExecutor(2))
     outcome: dict = {}
     runner = threading.Thread(target=lambda: outcome.update(result=scheduler.run()))
     runner.start()
-    reader, killed = Store.open(store), None
+    reader, acted = Store.open(store), False
     deadline = time.monotonic() + 240
-    while killed is None and runner.is_alive() and time.monotonic() < deadline:
+    while not acted and runner.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
         if scheduler.run_id is None:
             continue
-        trained = [e for e in reader.population_events(scheduler.run_id, "tune")
-                   if e.event in ("keep", "exploit")]
-        if trained:  # some segments are done, the next ones are under way: kill it now
-            killed = ray_local.get_actor(f"flowopt/{scheduler.run_id}/tune/0.0")
-            ray_local.kill(killed)
+        if any(e.event in ("keep", "exploit")
+               for e in reader.population_events(scheduler.run_id, "tune")):
+            act(scheduler, ray.get_actor(f"flowopt/{scheduler.run_id}/tune/0.0"))
+            acted = True
     runner.join(timeout=240)
-    result = outcome["result"]
-    assert killed is not None and result.status == "succeeded"
+    assert acted, "the run ended before any segment was seen"
+    return outcome["result"], reader
+
+
+def test_a_pbt_actor_killed_mid_run_is_replaced_and_the_run_ends_as_if_it_had_not(
+        ray_local, pbt_local, tmp_path):
+    local, local_events = pbt_local
+    result, reader = _pbt_in_the_background(ray_local, tmp_path,
+                                            lambda _, actor: ray_local.kill(actor))
+    assert result.status == "succeeded"
     assert result.metrics["tune.actors"] == 2.0  # the first one, and the one that replaced it
     assert _events(reader, result.run_id) == local_events  # restore is exact: same run
     assert result.best == local.best
     members = reader.run(result.run_id).trials
     assert sorted((t.number, t.status) for t in members) == [(k, "succeeded") for k in range(4)]
+
+
+def test_cancelling_a_pbt_run_on_ray_stops_its_actors(ray_local, tmp_path):
+    result, reader = _pbt_in_the_background(
+        ray_local, tmp_path, lambda scheduler, _: scheduler.cancel.set())
+    assert result.status == "interrupted"
+    assert not any(f"flowopt/{result.run_id}/" in name["name"] if isinstance(name, dict)
+                   else f"flowopt/{result.run_id}/" in name
+                   for name in ray_local.util.list_named_actors(all_namespaces=False))
+    events = reader.population_events(result.run_id, "tune")
+    assert len({e.member for e in events if e.event == "finish"}) < 4  # stopped mid-way
