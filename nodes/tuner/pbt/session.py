@@ -5,7 +5,8 @@ node's inputs and fixed options, its searched fields set from each member's para
 a score that runs the owned nodes between the optimizer and the objective on the
 member's model. `PopulationSession` drives `population.Population` with the recorder of
 the tuning run (`flowopt.tuning.owned.TrainingSession`): events and checkpoints in the
-store as they happen, each member a trial row, a killed run continued. `replay_run`
+store as they happen, each member a trial row, a killed run continued; on an executor
+with long-lived workers (Ray) its segments run on them (`actors.ActorTrainable`). `replay_run`
 retrains a finished run's best member from scratch for ``flowopt pbt replay``.
 """
 from __future__ import annotations
