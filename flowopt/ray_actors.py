@@ -21,9 +21,9 @@ Policy, and why:
   the cause. The new actor has none of the old one's state: the caller's protocol must
   cope (PBT sends the checkpoint along when the actor does not hold it). An exception
   raised by the object's own code is not retried: it is re-raised as it is.
-* **Cancel.** The run's cancel flag is polled while a call waits; when it is set every
-  actor of the group is killed (Ray cannot interrupt a running actor method otherwise) and
-  the call raises `Interrupted`.
+* **Cancel.** The run's cancel flag is checked before each call and polled while one
+  waits; when it is set every actor of the group is killed (Ray cannot interrupt a
+  running actor method otherwise) and the call raises `Interrupted`.
 * **Names.** With a ``tag`` each actor is a named Ray actor, ``TAG/SLOT.N`` (N counts the
   group's replacements), so an operator (or a test) can find one with
   ``ray.util.list_named_actors()`` and ``ray.get_actor``.
@@ -84,11 +84,10 @@ class ActorGroup:
         """``method(*args)`` on the object of actor `slot`; blocks, honours cancel."""
         ray = self.ray
         for attempt in range(self.retries + 1):
+            self._check_cancel()  # calls shorter than a poll would never see it otherwise
             ref = self._actors[slot].call.remote(method, *args)
             while not ray.wait([ref], timeout=_POLL_SECONDS)[0]:
-                if self.cancel.is_set():
-                    self.close()
-                    raise Interrupted(f"{self.name}: cancelled")
+                self._check_cancel()
             try:
                 return ray.get(ref)
             except ray.exceptions.RayTaskError as exc:
@@ -104,6 +103,11 @@ class ActorGroup:
                 self.replaced += 1
         raise WorkerDied(f"the Ray actor of {self.name} slot {slot} died during "
                          f"'{method}' (tried {self.retries + 1} times): {cause}")
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            self.close()
+            raise Interrupted(f"{self.name}: cancelled")
 
     def close(self) -> None:
         for actor in self._actors:
