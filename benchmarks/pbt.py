@@ -122,8 +122,11 @@ def claim(seeds: int) -> None:
 POPULATION, WORKERS, FRACTION = 4, 2, 0.25
 
 
-def flowopt_node(seed: int, workers: int = WORKERS) -> dict:
-    """tuner.pbt on the example pipeline; also returns the tuner's inputs for Ray."""
+def flowopt_node(seed: int, workers: int = WORKERS, executor: str = "local") -> dict:
+    """tuner.pbt on the example pipeline; also returns the tuner's inputs for Ray.
+    ``executor="ray"``: members on Ray actors (a local Ray of `WORKERS` CPUs, started and
+    stopped by the run; the tuner's wall-clock includes starting its actors)."""
+    from flowopt.executors import make_executor
     from flowopt.graph import compile_pipeline
     from flowopt.nodes.tuner.pbt.session import build_trainable
     from flowopt.scheduler import Scheduler
@@ -140,7 +143,8 @@ def flowopt_node(seed: int, workers: int = WORKERS) -> dict:
     node = graph.nodes["tune"]
     with tempfile.TemporaryDirectory() as folder:
         store = Store.open(folder)
-        result = Scheduler(graph, store).run()
+        engine = make_executor("ray", WORKERS) if executor == "ray" else None
+        result = Scheduler(graph, store, engine).run()
         _, refs = store.node_inputs(result.run_id, "tune")
         values = {port: store.load(ref) for port, ref in refs.items()}
         store.close()
@@ -158,7 +162,8 @@ def flowopt_node(seed: int, workers: int = WORKERS) -> dict:
     m = result.metrics
     return {"wall": m["tune.wall_seconds"], "acc": result.best["objective"],
             "train": m["tune.train_seconds"], "eval": m["tune.eval_seconds"],
-            "steps": m["tune.steps_trained"], "workers": workers}, inputs
+            "steps": m["tune.steps_trained"], "workers": workers,
+            "ready": m.get("tune.actors_ready_seconds", 0.0)}, inputs
 
 
 def _ray_trainable(config: dict, inputs: dict) -> None:

@@ -47,7 +47,10 @@ class Host(Protocol):
     the run's cancel flag (set by Ctrl-C; owners stop their work when it is set);
     ``device`` the run's device option; ``threads`` the CPU threads the owner node may
     use; ``workers`` the run executor's workers; ``use_cache`` false under
-    ``--no-cache``; ``source`` the pipeline file, if any.
+    ``--no-cache``; ``source`` the pipeline file, if any; ``actors`` the executor's
+    factory of long-lived workers that keep state between calls
+    (`flowopt.ray_executor.RayExecutor.actors`), None where the executor runs everything
+    in this process (local).
     """
 
     graph: Any
@@ -58,6 +61,7 @@ class Host(Protocol):
     workers: int
     use_cache: bool
     source: str | None
+    actors: Callable[..., Any] | None
 
     def emit(self, event: str, **kwargs: Any) -> None:
         """Send a run event to the listeners (progress display, hooks)."""

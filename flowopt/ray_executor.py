@@ -32,8 +32,10 @@ Policy, and why:
   not retried: it would be raised again. Ctrl-C (the run's cancel flag) cancels the
   running tasks and the node is recorded as interrupted.
 * **Tuners.** A tuner's trials are child runs whose nodes go through this executor too
-  (`child`), so trials run on Ray workers in parallel. A tuner that owns training (PBT,
-  STN) runs its members in the driver process.
+  (`child`), so trials run on Ray workers in parallel. A tuner that owns training and
+  keeps state between calls (PBT's members and their live trainers) asks for long-lived
+  actors instead (`actors`, `flowopt.ray_actors.ActorGroup`); one that does not ask (STN)
+  trains in the driver process.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import socket
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .errors import FlowoptError, Interrupted
 from .cores import default_workers
@@ -141,6 +143,29 @@ class RayExecutor:
         """An executor for a tuner's trial runs: same cluster, its own driver threads."""
         return RayExecutor(max(1, workers), max_retries=self.max_retries, _ray=self.ray,
                            _remote=self.remote)
+
+    def actors(self, build: Callable[[Any], Any], shared: Any, count: int, *,
+               functions: Iterable[Callable[..., Any]] = (), cpus: float = 1,
+               gpus: float = 0, name: str = "flowopt", tag: str | None = None,
+               cancel: threading.Event | None = None) -> Any:
+        """`count` long-lived actors, each holding ``build(shared)`` built inside it
+        (`flowopt.ray_actors.ActorGroup`); `functions` (node kinds' functions that `build`
+        reaches) travel by value where they are not importable by name. The caller closes
+        the group.
+
+        At most as many actors as the cluster has room for (its CPUs / `cpus`): an actor
+        that cannot be placed would wait for ever, and every call given its slot with it;
+        callers share the slots there are."""
+        from .ray_actors import ActorGroup
+
+        room = self.ray.cluster_resources().get("CPU", 0)
+        if cpus > 0 and room >= cpus:
+            count = min(count, int(room // cpus))
+
+        for fn in (getattr(build, "func", build), *functions):  # a partial: its function
+            self._by_value(fn)
+        return ActorGroup(self.ray, build, shared, count, cpus=cpus, gpus=gpus,
+                          retries=self.max_retries, name=name, tag=tag, cancel=cancel)
 
     # -- running one node --------------------------------------------------------------
     def check(self, graph: Any) -> None:

@@ -151,6 +151,8 @@ class RunHost:
         self.workers = max(1, getattr(scheduler.executor, "workers", 1) or 1)
         self.use_cache, self.source = scheduler.use_cache, scheduler.source
         self.graph = scheduler.compiled  # the whole compiled graph, owned nodes included
+        # long-lived workers for owners that keep state between calls (Ray only)
+        self.actors = getattr(scheduler.executor, "actors", None)
 
     def emit(self, event: str, **kwargs: Any) -> None:
         self._scheduler.emit(event, **kwargs)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from flowopt.nodes.tuner.pbt.policy import PbtConfig
-from flowopt.nodes.tuner.pbt.population import MemoryCheckpoints, Population, fold, replay
+from flowopt.nodes.tuner.pbt.population import (MemberFailed, MemoryCheckpoints, Population,
+                                                fold, replay)
 from flowopt.spec import Domain
 
 
@@ -108,6 +109,23 @@ def test_a_diverged_member_scores_worst_and_is_replaced_by_exploit():
     assert first.event == "exploit" and math.isnan(first.score)
     assert first.from_member == 1 and first.new_params == {"lr": 0.02}
     assert all(math.isfinite(m.score) for m in result.members)
+
+
+def test_a_failed_member_stops_with_its_cause_and_the_others_train_on():
+    class Dies(Counter):  # member 1's worker dies at its second segment (e.g. a Ray actor)
+        def train(self, state, params, steps):
+            if state[0] == 1 and state[1] == 10 and params["lr"] == 0.9:
+                raise MemberFailed("the Ray actor of slot 0 died (tried 2 times): ActorDiedError")
+            return super().train(state, params, steps)
+
+    config = PbtConfig(population=3, interval=10, fraction=0.34, resample_probability=0.0)
+    initial = [{"lr": 0.01}, {"lr": 0.9}, {"lr": 0.2}]
+    result = Population(Dies(), LR, config, steps=40, initial=initial, parallel=2).run()
+    failed = result.members[1]
+    assert failed.failed.startswith("the Ray actor of slot 0 died") and failed.step == 10
+    assert not any(e.member == 1 and e.event == "finish" for e in result.events)
+    assert [m.step for m in result.members if m.member != 1] == [40, 40]
+    assert result.best.failed is None  # its score was the best, but it did not finish
 
 
 def test_one_worker_gives_the_same_run_for_the_same_seed():
@@ -237,3 +255,26 @@ def test_a_resumed_sequential_run_makes_the_decisions_of_an_uninterrupted_one():
         assert decisions(resumed) == decisions(straight), f"killed after event {kill_after}"
         assert (resumed.best.params, resumed.best.score) == \
             (straight.best.params, straight.best.score)
+
+
+def test_a_segment_whose_actor_died_on_every_try_fails_only_that_member():
+    from types import SimpleNamespace
+
+    from flowopt.nodes.tuner.pbt.actors import ActorTrainable
+    from flowopt.ray_actors import WorkerDied
+
+    class DeadGroup:  # what `ActorGroup.call` raises once its retries are spent
+        replaced = 2
+
+        def __len__(self):
+            return 1
+
+        def call(self, slot, method, *args):
+            raise WorkerDied(f"the Ray actor of tuner 'tune' slot {slot} died during "
+                             f"'{method}' (tried 2 times): ActorDiedError")
+
+    local = SimpleNamespace(steps=10, live=2, train_seconds=0.0, eval_seconds=0.0)
+    trainable = ActorTrainable(DeadGroup(), local)
+    with pytest.raises(MemberFailed, match=r"slot 0 died during 'train' \(tried 2 times\)"):
+        trainable.train((0, 0, 0.0), {"lr": 0.1}, 5)
+    assert trainable._free == {0}  # the slot is free again for the other members

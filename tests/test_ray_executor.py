@@ -2,9 +2,10 @@
 the session (`ray_local`), and one test that starts a two-node cluster of its own.
 
 What it promises: the same run as the local executor (values, metrics, rows, lineage),
-only the driver writes to the store, trials run on Ray workers, nodes are scheduled with
-their ``resources``, a dead worker is retried once and then a failed node with its
-cause, Ctrl-C cancels the tasks, and bad input is one line with exit 2, nothing stored.
+only the driver writes to the store, trials run on Ray workers, PBT members on long-lived
+actors that keep their trainers, nodes are scheduled with their ``resources``, a dead
+worker is retried once and then a failed node with its cause, Ctrl-C cancels the tasks,
+and bad input is one line with exit 2, nothing stored.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -55,16 +57,23 @@ nodes:
 """
 
 
+# the README's PBT pipeline, shorter: 4 members, 200 steps, ready every 50, one at a time
+TUNE_PBT = Path(__file__).resolve().parents[1] / "pipelines" / "tune_pbt.yaml"
+PBT = ["seed=5", "nodes.train.with.steps=200", "nodes.tune.with.parallel=1"]
+SEGMENTS = 4 * 200 // 50  # members x ready points: what a rebuild per segment would build
+
+
 def _write(tmp_path: Path, text: str, name: str = "pipeline.yaml") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
 
 
-def _run(path: Path, store: Path, **options):
+def _run(path: Path, store: Path, overrides=(), **options):
     from flowopt.runner import execute
 
-    return execute(compile_pipeline(load_spec(path)), store=str(store), **options)
+    return execute(compile_pipeline(load_spec(path, list(overrides))), store=str(store),
+                   **options)
 
 
 def test_a_run_on_ray_equals_the_local_run_value_for_value_and_row_for_row(ray_local, tmp_path):
@@ -246,3 +255,141 @@ def test_a_tuning_run_spreads_over_a_two_node_cluster_into_postgresql(postgres_u
     assert len(trials) == 4
     machines = {store.run(t.trial_run_id).run.metrics["probe.node"] for t in trials}
     assert len(machines) == 2  # each node of the cluster ran trials
+
+
+class Keeper:
+    """An actor's object for `test_actors_...`: counts its calls; `die` kills its process."""
+
+    def __init__(self, shared: list) -> None:
+        self.shared, self.calls = shared, 0
+
+    def hello(self) -> tuple[int, int, int]:
+        self.calls += 1
+        return os.getpid(), self.calls, len(self.shared)
+
+    def die(self) -> None:
+        os._exit(1)
+
+
+def test_actors_keep_their_object_between_calls_and_a_killed_one_is_replaced(ray_local):
+    from flowopt.ray_actors import WorkerDied
+    from flowopt.ray_executor import RayExecutor
+
+    executor = RayExecutor(2)
+    tag = f"flowopt-test/{os.getpid()}"
+    group = executor.actors(Keeper, list(range(1000)), 2, functions=[Keeper], tag=tag)
+    try:
+        first = [group.call(slot, "hello") for slot in (0, 1)]
+        again = [group.call(slot, "hello") for slot in (0, 1)]
+        assert len({pid for pid, _, _ in first}) == 2 and os.getpid() not in {first[0][0]}
+        assert again == [(pid, 2, 1000) for pid, _, _ in first]  # same process, same object
+        ray_local.kill(ray_local.get_actor(f"{tag}/0.0"))
+        pid, calls, _ = group.call(0, "hello")  # retried on a new actor, built again
+        assert pid != first[0][0] and calls == 1 and group.replaced == 1
+        with pytest.raises(WorkerDied, match=r"slot 1 died during 'die' \(tried 2 times\)"):
+            group.call(1, "die")
+        assert group.replaced == 3
+    finally:
+        group.close()
+    crowd = executor.actors(Keeper, [], 5, functions=[Keeper])
+    try:  # no more actors than the cluster has CPUs for (2): the others would never start
+        assert len(crowd) == 2 and crowd.call(1, "hello")[1:] == (1, 0)
+    finally:
+        crowd.close()
+        executor.shutdown()
+
+
+def _events(store, run_id: str) -> list[tuple]:
+    return [(e.member, e.step, e.event, dict(e.new_params), e.score, e.from_member)
+            for e in store.population_events(run_id, "tune")]
+
+
+@pytest.fixture(scope="module")
+def pbt_local(tmp_path_factory):
+    """The PBT pipeline run by the local executor (the reference of the Ray runs)."""
+    from flowopt.store import Store
+
+    folder = tmp_path_factory.mktemp("pbt-local")
+    result = _run(TUNE_PBT, folder / "store", PBT)
+    assert result.status == "succeeded"
+    return result, _events(Store.open(str(folder / "store")), result.run_id)
+
+
+def test_pbt_members_on_ray_actors_equal_the_local_run_and_keep_their_trainers(
+        ray_local, pbt_local, tmp_path):
+    from flowopt.store import Store
+
+    local, local_events = pbt_local
+    remote = _run(TUNE_PBT, tmp_path / "store", PBT, executor="ray", workers=2)
+    assert remote.status == "succeeded"
+    assert remote.metrics["tune.actors"] == 1.0 and local.metrics["tune.actors"] == 0.0
+    # parallel 1: one actor, segments in order, so the same decisions on the same scores
+    assert _events(Store.open(str(tmp_path / "store")), remote.run_id) == local_events
+    assert remote.best == local.best and remote.metrics["tune.objective"] == \
+        local.metrics["tune.objective"]
+    # parked trainers went on between segments in the actor: a trainer per member's start
+    # and per copy, as locally, not one per segment
+    builds = remote.metrics["tune.trainer_builds"]
+    explores = sum(1 for e in local_events if e[2] == "explore")
+    assert builds == local.metrics["tune.trainer_builds"] == 4 + explores < SEGMENTS
+
+
+def _pbt_in_the_background(ray, tmp_path: Path, act, overrides=()) -> tuple[Any, Any]:
+    """Run the PBT pipeline on Ray in a thread; once some segments are done (the next ones
+    under way), call ``act(scheduler, actor 0)``; returns the run's result and a store reader."""
+    from flowopt.ray_executor import RayExecutor
+    from flowopt.runner import open_recorder
+    from flowopt.scheduler import Scheduler
+    from flowopt.store import Store
+
+    store = str(tmp_path / "store")
+    scheduler = Scheduler(compile_pipeline(load_spec(TUNE_PBT, [*PBT, *overrides])),
+                          open_recorder(store),
+                          RayExecutor(2))
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=scheduler.run()))
+    runner.start()
+    reader, acted = Store.open(store), False
+    deadline = time.monotonic() + 240
+    while not acted and runner.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if scheduler.run_id is None:
+            continue
+        if any(e.event in ("keep", "exploit")
+               for e in reader.population_events(scheduler.run_id, "tune")):
+            act(scheduler, ray.get_actor(f"flowopt/{scheduler.run_id}/tune/0.0"))
+            acted = True
+    runner.join(timeout=240)
+    assert acted, "the run ended before any segment was seen"
+    return outcome["result"], reader
+
+
+def test_a_pbt_actor_killed_mid_run_is_replaced_and_the_run_ends_as_if_it_had_not(
+        ray_local, pbt_local, tmp_path):
+    local, local_events = pbt_local
+    result, reader = _pbt_in_the_background(ray_local, tmp_path,
+                                            lambda _, actor: ray_local.kill(actor))
+    assert result.status == "succeeded"
+    assert result.metrics["tune.actors"] == 2.0  # the first one, and the one that replaced it
+    assert _events(reader, result.run_id) == local_events  # restore is exact: same run
+    assert result.best == local.best
+    members = reader.run(result.run_id).trials
+    assert sorted((t.number, t.status) for t in members) == [(k, "succeeded") for k in range(4)]
+
+
+def test_cancelling_a_pbt_run_on_ray_stops_its_actors(ray_local, tmp_path):
+    result, reader = _pbt_in_the_background(  # 160 segments: far from done when cancelled
+        ray_local, tmp_path, lambda scheduler, _: scheduler.cancel.set(),
+        ["nodes.train.with.steps=2000"])
+    assert result.status == "interrupted"
+
+    def alive() -> list[str]:  # this run's actors Ray still lists (it learns of a kill late)
+        names = ray_local.util.list_named_actors()
+        return [n for n in names if n.startswith(f"flowopt/{result.run_id}/")]
+
+    deadline = time.monotonic() + 60
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive()
+    events = reader.population_events(result.run_id, "tune")
+    assert len({e.member for e in events if e.event == "finish"}) < 4  # stopped mid-way

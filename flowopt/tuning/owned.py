@@ -57,6 +57,8 @@ class TrainingSession:
     threads: int = 1
     use_cache: bool = True
     attributes: Mapping[str, Any] = field(default_factory=dict)  # on every member's trial row
+    # the executor's long-lived workers (`Host.actors`: Ray), None to train in this process
+    actors: Callable[..., Any] | None = None
 
     @property
     def training_node(self) -> Any:
@@ -122,7 +124,7 @@ class OwnedLoop:
             recorder=host.recorder, cancel=host.cancel, emit=host.emit,
             log_metric=lambda k, v, s: host.log_metric(node.id, k, v, s), config=config,
             device=host.device, threads=member_threads(config.parallel),
-            use_cache=host.use_cache,
+            use_cache=host.use_cache, actors=getattr(host, "actors", None),
             # no space_key: a member's score came from a schedule, not from fixed params,
             # so another tuner's warm start must not read it as a trial of those params
             attributes={"tuner_key": node.cache_key, "owned": True})

@@ -18,6 +18,10 @@ Policy (Jaderberg et al. 2017, Algorithm 1, asynchronous form):
   member on its previous checkpoint with score NaN, the worst, so its next decision
   replaces it by exploit. Any other exception stops the population and is re-raised
   (the events written so far let a later run resume).
+* A segment that raises `MemberFailed` (its worker died, and so did the retry: see
+  `actors.ActorTrainable`) ends that member: it is marked ``failed`` with the cause, keeps
+  its last checkpoint and score (others may still copy them), and the rest of the
+  population trains on. The best member is a member that did not fail, while there is one.
 * A member is finished when its step reaches ``steps``; the run ends when all are.
 
 Every decision is an `Event`, handed to ``on_event`` as it happens (the store writes
@@ -57,6 +61,10 @@ class Trainable(Protocol):
 
     def train(self, state: Any, params: Params, steps: int) -> tuple[Any, float]:
         """Train `steps` more steps from `state` with `params`; return the new state and its score."""
+
+
+class MemberFailed(RuntimeError):
+    """Raised by `Trainable.train` when a member cannot go on (not when it diverges)."""
 
 
 class Checkpoints(Protocol):
@@ -124,6 +132,7 @@ class Member:
     origin: int = 0
     schedule: Schedule = ()
     finished: bool = False
+    failed: str | None = None  # why it stopped before `steps` (MemberFailed's message)
 
 
 @dataclass(frozen=True)
@@ -292,7 +301,11 @@ class Population:
                 # does not depend on how many segments finished before the controller woke
                 for future in sorted(done, key=lambda f: running[f]):
                     _, k = running.pop(future)
-                    member, trained = future.result()
+                    try:
+                        member, trained = future.result()
+                    except MemberFailed as exc:  # the others train on
+                        members[k] = replace(members[k], finished=True, failed=str(exc))
+                        continue
                     self.steps_trained += trained
                     members[k] = self._decide({**members, k: member}, member)
                     if not members[k].finished:
@@ -302,7 +315,8 @@ class Population:
                 future.cancel()
             pool.shutdown(wait=True)
         ordered = tuple(members[k] for k in sorted(members))
-        best = min(ordered, key=lambda m: (badness(m.score, self.mode), m.member))
+        best = min(ordered, key=lambda m: (m.failed is not None, badness(m.score, self.mode),
+                                           m.member))
         return Result(ordered, tuple(self.events), best, self.steps_trained)
 
 

@@ -5,7 +5,8 @@ node's inputs and fixed options, its searched fields set from each member's para
 a score that runs the owned nodes between the optimizer and the objective on the
 member's model. `PopulationSession` drives `population.Population` with the recorder of
 the tuning run (`flowopt.tuning.owned.TrainingSession`): events and checkpoints in the
-store as they happen, each member a trial row, a killed run continued. `replay_run`
+store as they happen, each member a trial row, a killed run continued; on an executor
+with long-lived workers (Ray) its segments run on them (`actors.ActorTrainable`). `replay_run`
 retrains a finished run's best member from scratch for ``flowopt pbt replay``.
 """
 from __future__ import annotations
@@ -114,11 +115,11 @@ class PopulationSession:
         self.trainable = build_trainable(session.graph, session.plan, self.config, session.values,
                                          seed=session.node.seed, device=session.device,
                                          threads=session.threads, cancel=session.cancel)
+        self.trainable.live = self.config.population  # a parked Trainer per member
         self.recorder = session.recorder
         self.writer: WriteBehind | None = None  # while the population trains
         self.checkpoints = RecorderCheckpoints(self.recorder, encode, decode,
                                                keep=4 * self.config.population)
-        self.trainable.live = self.config.population  # a parked Trainer per member
         self.params: dict[int, dict[str, Any]] = {}
         self.trained = 0
 
@@ -136,19 +137,34 @@ class PopulationSession:
                                 seed=s.node.seed, parallel=s.config.parallel,
                                 checkpoints=self.checkpoints, on_event=self._on_event)
         started = time.perf_counter()
+        if s.actors is not None:  # members on the executor's actors (see actors.py)
+            from .actors import on_actors
+
+            population.trainable = on_actors(s.actors, s, self.trainable, config)
         self.writer = self.checkpoints.writer = WriteBehind()
         try:
             result = population.run(resume=previous)
         finally:  # what was decided reaches the store, whatever stopped the population
             self.writer.close()
             self.writer = self.checkpoints.writer = None
+            if population.trainable is not self.trainable:
+                population.trainable.group.close()
         wall = time.perf_counter() - started
-        trainable = self.trainable
+        trainable = population.trainable
         for key, value in (("steps_trained", result.steps_trained), ("wall_seconds", wall),
                            ("train_seconds", trainable.train_seconds),
                            ("eval_seconds", trainable.eval_seconds),
-                           ("checkpoint_seconds", self.checkpoints.seconds)):
+                           ("checkpoint_seconds", self.checkpoints.seconds),
+                           ("trainer_builds", trainable.builds),
+                           ("actors", getattr(trainable, "actors_built", 0)),
+                           # until the last actor answered (a process, imports, the build)
+                           ("actors_ready_seconds",
+                            max(getattr(trainable, "ready_seconds", {}).values(), default=0))):
             s.log_metric(key, float(value), None)
+        for member in result.members:  # a worker died twice under it: recorded with the cause
+            if member.failed is not None:
+                self._member_row(member.member, self.params.get(member.member, member.params),
+                                 member.score, False, error=member.failed)
         best = result.best
         if best.checkpoint_id is None or not math.isfinite(best.score or math.nan):
             raise FlowoptError(f"tuner '{s.node.id}': every member diverged (no finite score)")
@@ -184,13 +200,13 @@ class PopulationSession:
                    info={"member": event.member, "step": event.step})
 
     def _member_row(self, member: int, params: Mapping[str, Any], score: float | None,
-                    finished: bool) -> None:
+                    finished: bool, error: str | None = None) -> None:
         s = self.session
         score = score if score is not None and math.isfinite(score) else None
+        status = "failed" if error is not None else "succeeded" if finished else "running"
         self.recorder.record_trial(FrozenTrial(
             run_id=s.run_id, node_id=s.node.id, number=member, params=dict(params),
-            status="succeeded" if finished else "running", values=score,
-            attributes=dict(s.attributes)))
+            status=status, values=score, error=error, attributes=dict(s.attributes)))
 
 
 def replay_run(recorder: PopulationRecorder, run_id: str, node_id: str | None = None, *,

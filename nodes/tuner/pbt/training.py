@@ -101,6 +101,7 @@ class TrainerTrainable:
         self.schedule = schedule  # the learning-rate schedule's shape (None: constant)
         self.cancel = cancel or threading.Event()
         self.train_seconds = 0.0  # time inside Trainer.run (the "training steps"), all workers
+        self.builds = 0  # Trainers built (a start, or a restore a parked trainer did not spare)
         self._timing = threading.Lock()
         self.live = live
         # id(state) -> (state, params, the Trainer that produced it and may go on from it)
@@ -115,6 +116,8 @@ class TrainerTrainable:
              "batch_size": self.batch_size, "device": self.device}).model_dump(mode="json")
         ctx = _quiet_context(self.seed * 1_000_003 + member, self.threads, self.device,
                              self.cancel)
+        with self._timing:
+            self.builds += 1
         return self.kind.training.start(
             config, {"model": self.model, "data": self.data, "loss": self.loss}, ctx)
 
