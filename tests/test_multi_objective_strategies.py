@@ -64,6 +64,20 @@ def test_reference_point_is_botorchs_nadir_minus_a_tenth_of_the_range():
     assert flat[0] > 1.0 and flat[1] > 0.0
 
 
+def test_the_search_keeps_the_fronts_nadir_but_a_margin_of_the_observed_range():
+    # ZDT1's first front is often the one point (0, 1), which dominates the rest: BoTorch's
+    # rule gives it a box of width 1e-7 in the first loss, where nothing can improve
+    losses = np.array([[0.0, 1.0], [0.5, 3.0], [1.0, 2.0]])
+    alone = infer_reference_point(losses)
+    assert alone[0] == pytest.approx(1e-8) and alone[1] == pytest.approx(1.1)
+    searched = infer_reference_point(losses, spread=losses)
+    assert searched.tolist() == pytest.approx([0.1, 1.2])  # nadir (0, 1) + 0.1 * range (1, 2)
+    # a front as wide as the observations: the same point as BoTorch's rule
+    wide = np.array([[0.0, 2.0], [2.0, 0.0], [1.0, 1.5]])
+    assert infer_reference_point(wide, spread=wide).tolist() == pytest.approx(
+        infer_reference_point(wide).tolist())
+
+
 def test_reference_point_checks():
     assert check_reference_point(None, 2) is None
     assert check_reference_point([0.8, 4e4], 2) is None
