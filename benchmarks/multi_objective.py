@@ -215,6 +215,36 @@ def run_showcase(seeds: int, raw: dict[str, Any], tuners: list[str]) -> None:
               f"{statistics.mean(wall):.1f} |", flush=True)
 
 
+def tables_from_logs(paths: list[str]) -> int:
+    """Print the tables from the JSON lines that ``--log`` wrote (the last line per key wins)."""
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for path in paths:
+        with open(path) as fh:
+            for line in fh:
+                if line.strip():
+                    row = json.loads(line)
+                    rows[row["problem"], row["tuner"], row["seed"]] = row
+    for problem, (_, _, ref) in PROBLEMS.items():
+        tuners = sorted({t for p, t, _ in rows if p == problem})
+        if not tuners:
+            continue
+        print(f"\n## {problem} (reference {ref})\n")
+        print("| tuner | seeds | " + " | ".join(f"HV@{b}" for b in BUDGETS)
+              + " | overhead per trial at 100: CPU ms | wall ms |")
+        print("|---|---:|" + "---|" * len(BUDGETS) + "---:|---:|")
+        for tuner in tuners:
+            runs = [r for (p, t, _), r in sorted(rows.items()) if p == problem and t == tuner]
+            cells = []
+            for b in BUDGETS:
+                hv = [hypervolume(np.array(r["values"][:b]), np.array(ref)) for r in runs]
+                cells.append(f"{statistics.mean(hv):.4g} ± {statistics.pstdev(hv):.2g}")
+            cpu = [statistics.mean(s[0] for s in r["seconds"][90:100]) for r in runs]
+            wall = [statistics.mean(s[1] for s in r["seconds"][90:100]) for r in runs]
+            print(f"| {tuner} | {len(runs)} | " + " | ".join(cells)
+                  + f" | {1000 * statistics.mean(cpu):.0f} | {1000 * statistics.mean(wall):.0f} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -226,7 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--showcase-tuners", nargs="+", default=list(SHOWCASE_TUNERS),
                         choices=list(SHOWCASE_TUNERS))
     parser.add_argument("--json", help="also write the raw numbers to this file")
+    parser.add_argument("--seed-list", type=int, nargs="+",
+                        help="run these seeds instead of 0..seeds-1 (to split a run across jobs)")
+    parser.add_argument("--log", help="append one JSON line per (problem, tuner, seed) to this "
+                                      "file: its objective values and per-trial seconds")
+    parser.add_argument("--tables-from", nargs="+", metavar="LOG",
+                        help="rebuild the tables from --log files instead of running anything")
     args = parser.parse_args(argv)
+    if args.tables_from:
+        return tables_from_logs(args.tables_from)
     try:
         import optuna
 
@@ -251,8 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         for tuner in args.tuners:
             hvs: dict[int, list[float]] = {b: [] for b in budgets}
             overhead, wall = [], []
-            for seed in range(args.seeds):
+            for seed in args.seed_list or range(args.seeds):
                 values, seconds = TUNERS[tuner](dims, fn, n_obj, args.evals, seed, ref)
+                if args.log:
+                    with open(args.log, "a") as fh:
+                        fh.write(json.dumps({"problem": problem, "tuner": tuner, "seed": seed,
+                                             "values": values, "seconds": seconds}) + "\n")
                 arr = np.array(values)
                 for b in budgets:
                     hvs[b].append(hypervolume(arr[:b], np.array(ref)))
