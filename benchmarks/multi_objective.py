@@ -165,28 +165,34 @@ TUNERS = {
 }
 
 
-SHOWCASE_REF = [0.8, 12000.0]
+SHOWCASE_BUDGETS = (20, 40, 60)
 SHOWCASE_TUNERS = {"bayesopt": [], "nsga2": ["-s", "nodes.tune.with.population_size=8"],
                    "random": []}
 
 
-def run_showcase(seeds: int, raw: dict[str, Any], tuners: list[str]) -> None:
+def showcase_reference(pipeline: str) -> list[float]:
+    """The reference point the showcase pipeline gives its tuner."""
+    from flowopt.spec import load_spec
+
+    return [float(v) for v in load_spec(pipeline).spec.nodes["tune"].config["reference_point"]]
+
+
+def run_showcase(seeds: list[int], raw: dict[str, Any], tuners: list[str],
+                 log: str | None) -> None:
     """The showcase pipeline through the CLI, one fresh store per run (no shared cache)."""
     import subprocess
     import tempfile
 
-    from flowopt.tuning.pareto import to_loss
-
     pipeline = os.path.join(os.path.dirname(__file__), "..", "pipelines", "pareto_quantize.yaml")
-    budgets = (10, 20, 30)
-    print(f"\n## showcase: pipelines/pareto_quantize.yaml (reference {SHOWCASE_REF})\n")
-    print("| tuner | " + " | ".join(f"HV@{b}" for b in budgets) + " | CPU s per run | wall s |")
-    print("|---|" + "---|" * len(budgets) + "---|---|", flush=True)
+    ref = showcase_reference(pipeline)
+    print(f"\n## showcase: pipelines/pareto_quantize.yaml (reference {ref})\n")
+    print("| tuner | " + " | ".join(f"HV@{b}" for b in SHOWCASE_BUDGETS) + " | CPU s per run | wall s |")
+    print("|---|" + "---|" * len(SHOWCASE_BUDGETS) + "---|---|", flush=True)
     for name in tuners:
         extra = SHOWCASE_TUNERS[name]
-        hvs: dict[int, list[float]] = {b: [] for b in budgets}
+        hvs: dict[int, list[float]] = {b: [] for b in SHOWCASE_BUDGETS}
         cpu, wall = [], []
-        for seed in range(seeds):
+        for seed in seeds:
             with tempfile.TemporaryDirectory() as store:
                 before = os.times()
                 start = time.perf_counter()
@@ -205,14 +211,25 @@ def run_showcase(seeds: int, raw: dict[str, Any], tuners: list[str]) -> None:
             trials = sorted(json.loads(shown.stdout)["trials"], key=lambda t: t["number"])
             values = [t["objectives"] if t["status"] == "succeeded" else [math.nan, math.nan]
                       for t in trials]
-            for b in budgets:
-                losses = to_loss(values[:b], ["max", "min"])
-                hvs[b].append(hypervolume(losses, to_loss([SHOWCASE_REF], ["max", "min"])[0]))
+            if log:
+                with open(log, "a") as fh:
+                    fh.write(json.dumps({"problem": "showcase", "tuner": f"tuner.{name}",
+                                         "seed": seed, "values": values, "reference": ref,
+                                         "cpu": cpu[-1], "wall": wall[-1]}) + "\n")
+            for b in SHOWCASE_BUDGETS:
+                hvs[b].append(showcase_hypervolume(values[:b], ref))
         raw.setdefault("showcase", {})[name] = {"hv": hvs, "cpu": cpu, "wall": wall}
         cells = " | ".join(f"{statistics.mean(hvs[b]):.4g} ± {statistics.pstdev(hvs[b]):.2g}"
-                           for b in budgets)
+                           for b in SHOWCASE_BUDGETS)
         print(f"| tuner.{name} | {cells} | {statistics.mean(cpu):.1f} | "
               f"{statistics.mean(wall):.1f} |", flush=True)
+
+
+def showcase_hypervolume(values: list, ref: list[float]) -> float:
+    """Hypervolume of (accuracy max, bytes min) rows at `ref` (objective units)."""
+    from flowopt.tuning.pareto import to_loss
+
+    return hypervolume(to_loss(values, ["max", "min"]), to_loss([ref], ["max", "min"])[0])
 
 
 def tables_from_logs(paths: list[str]) -> int:
@@ -307,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {tuner} | {cells} | {1000 * statistics.mean(overhead):.1f} | "
                   f"{1000 * statistics.mean(wall):.1f} |", flush=True)
     if args.showcase:
-        run_showcase(args.seeds, raw, args.showcase_tuners)
+        run_showcase(args.seed_list or list(range(args.seeds)), raw, args.showcase_tuners,
+                     args.log)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(raw, fh, indent=1)
