@@ -241,6 +241,21 @@ def tables_from_logs(paths: list[str]) -> int:
                 if line.strip():
                     row = json.loads(line)
                     rows[row["problem"], row["tuner"], row["seed"]] = row
+    shown = [r for (p, _, _), r in sorted(rows.items()) if p == "showcase"]
+    if shown:
+        print(f"\n## showcase: pipelines/pareto_quantize.yaml (reference {shown[0]['reference']})\n")
+        print("| tuner | seeds | " + " | ".join(f"HV@{b}" for b in SHOWCASE_BUDGETS)
+              + " | CPU s per run | wall s |")
+        print("|---|---:|" + "---|" * len(SHOWCASE_BUDGETS) + "---:|---:|")
+        for tuner in sorted({r["tuner"] for r in shown}):
+            runs = [r for r in shown if r["tuner"] == tuner]
+            cells = []
+            for b in SHOWCASE_BUDGETS:
+                hv = [showcase_hypervolume(r["values"][:b], r["reference"]) for r in runs]
+                cells.append(f"{statistics.mean(hv):.4g} ± {statistics.pstdev(hv):.2g}")
+            print(f"| {tuner} | {len(runs)} (seeds {', '.join(str(r['seed']) for r in runs)}) | "
+                  + " | ".join(cells) + f" | {statistics.mean(r['cpu'] for r in runs):.1f} | "
+                  f"{statistics.mean(r['wall'] for r in runs):.0f} |")
     for problem, (_, _, ref) in PROBLEMS.items():
         tuners = sorted({t for p, t, _ in rows if p == problem})
         if not tuners:
@@ -257,7 +272,8 @@ def tables_from_logs(paths: list[str]) -> int:
                 cells.append(f"{statistics.mean(hv):.4g} ± {statistics.pstdev(hv):.2g}")
             cpu = [statistics.mean(s[0] for s in r["seconds"][90:100]) for r in runs]
             wall = [statistics.mean(s[1] for s in r["seconds"][90:100]) for r in runs]
-            print(f"| {tuner} | {len(runs)} | " + " | ".join(cells)
+            seeds = ", ".join(str(r["seed"]) for r in runs)
+            print(f"| {tuner} | {len(runs)} ({seeds}) | " + " | ".join(cells)
                   + f" | {1000 * statistics.mean(cpu):.0f} | {1000 * statistics.mean(wall):.0f} |")
     return 0
 
