@@ -21,9 +21,9 @@ measures the neighbours — and as wall-clock time beside it. Run with one BLAS/
 thread (``OMP_NUM_THREADS=1``) so that both tuners compute on one core.
 
 **The showcase** (``--showcase``): pipelines/pareto_quantize.yaml run through the engine
-with ``tuner.bayesopt``, ``tuner.nsga2`` (population 8) and ``tuner.random``, 30 trials,
+with ``tuner.bayesopt``, ``tuner.nsga2`` (population 8) and ``tuner.random``, 60 trials,
 2 at a time, seeds 0..n-1 (``-s seed=``), hypervolume of accuracy (max) against bytes (min)
-at the reference point [0.8, 12000] after 10 / 20 / 30 trials, and the run's CPU time.
+at the pipeline's reference point after 20 / 40 / 60 trials, and the run's CPU time.
 Optuna is not run on it: its trials would have to re-implement the engine's caching.
 
 Usage (from the repository root, in the venv with the ``bench`` extra)::
@@ -31,7 +31,10 @@ Usage (from the repository root, in the venv with the ``bench`` extra)::
     python benchmarks/multi_objective.py                      # 5 seeds, 100 evaluations
     python benchmarks/multi_objective.py --seeds 2 --evals 50 --tuners flowopt-bayesopt optuna-gp
     python benchmarks/multi_objective.py --json out.json      # the raw numbers too
-    python benchmarks/multi_objective.py --showcase --seeds 3 --problems   # the showcase only
+    python benchmarks/multi_objective.py --showcase --seeds 5 --problems   # the showcase only
+    python benchmarks/multi_objective.py --quick      # timing only: overhead at 100 observations
+    python benchmarks/multi_objective.py --seeds 5 --tuners optuna-gp --log optuna.jsonl
+    python benchmarks/multi_objective.py --tables-from benchmarks/logs/*.jsonl   # tables again
 """
 from __future__ import annotations
 
@@ -295,7 +298,14 @@ def main(argv: list[str] | None = None) -> int:
                                       "file: its objective values and per-trial seconds")
     parser.add_argument("--tables-from", nargs="+", metavar="LOG",
                         help="rebuild the tables from --log files instead of running anything")
+    parser.add_argument("--quick", action="store_true",
+                        help="the timing part only: overhead per trial at 100 observations of "
+                             "flowopt-bayesopt and optuna-gp, one seed, BraninCurrin and DTLZ2")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.evals, args.showcase = 1, 100, False
+        args.problems = ["branin_currin", "dtlz2"]
+        args.tuners = ["flowopt-bayesopt", "optuna-gp"]
     if args.tables_from:
         return tables_from_logs(args.tables_from)
     try:
