@@ -21,9 +21,9 @@ measures the neighbours — and as wall-clock time beside it. Run with one BLAS/
 thread (``OMP_NUM_THREADS=1``) so that both tuners compute on one core.
 
 **The showcase** (``--showcase``): pipelines/pareto_quantize.yaml run through the engine
-with ``tuner.bayesopt``, ``tuner.nsga2`` (population 8) and ``tuner.random``, 30 trials,
+with ``tuner.bayesopt``, ``tuner.nsga2`` (population 8) and ``tuner.random``, 60 trials,
 2 at a time, seeds 0..n-1 (``-s seed=``), hypervolume of accuracy (max) against bytes (min)
-at the reference point [0.8, 12000] after 10 / 20 / 30 trials, and the run's CPU time.
+at the pipeline's reference point after 20 / 40 / 60 trials, and the run's CPU time.
 Optuna is not run on it: its trials would have to re-implement the engine's caching.
 
 Usage (from the repository root, in the venv with the ``bench`` extra)::
@@ -31,7 +31,10 @@ Usage (from the repository root, in the venv with the ``bench`` extra)::
     python benchmarks/multi_objective.py                      # 5 seeds, 100 evaluations
     python benchmarks/multi_objective.py --seeds 2 --evals 50 --tuners flowopt-bayesopt optuna-gp
     python benchmarks/multi_objective.py --json out.json      # the raw numbers too
-    python benchmarks/multi_objective.py --showcase --seeds 3 --problems   # the showcase only
+    python benchmarks/multi_objective.py --showcase --seeds 5 --problems   # the showcase only
+    python benchmarks/multi_objective.py --quick      # timing only: overhead at 100 observations
+    python benchmarks/multi_objective.py --seeds 5 --tuners optuna-gp --log optuna.jsonl
+    python benchmarks/multi_objective.py --tables-from benchmarks/logs/*.jsonl   # tables again
 """
 from __future__ import annotations
 
@@ -165,28 +168,34 @@ TUNERS = {
 }
 
 
-SHOWCASE_REF = [0.8, 12000.0]
+SHOWCASE_BUDGETS = (20, 40, 60)
 SHOWCASE_TUNERS = {"bayesopt": [], "nsga2": ["-s", "nodes.tune.with.population_size=8"],
                    "random": []}
 
 
-def run_showcase(seeds: int, raw: dict[str, Any], tuners: list[str]) -> None:
+def showcase_reference(pipeline: str) -> list[float]:
+    """The reference point the showcase pipeline gives its tuner."""
+    from flowopt.spec import load_spec
+
+    return [float(v) for v in load_spec(pipeline).spec.nodes["tune"].config["reference_point"]]
+
+
+def run_showcase(seeds: list[int], raw: dict[str, Any], tuners: list[str],
+                 log: str | None) -> None:
     """The showcase pipeline through the CLI, one fresh store per run (no shared cache)."""
     import subprocess
     import tempfile
 
-    from flowopt.tuning.pareto import to_loss
-
     pipeline = os.path.join(os.path.dirname(__file__), "..", "pipelines", "pareto_quantize.yaml")
-    budgets = (10, 20, 30)
-    print(f"\n## showcase: pipelines/pareto_quantize.yaml (reference {SHOWCASE_REF})\n")
-    print("| tuner | " + " | ".join(f"HV@{b}" for b in budgets) + " | CPU s per run | wall s |")
-    print("|---|" + "---|" * len(budgets) + "---|---|", flush=True)
+    ref = showcase_reference(pipeline)
+    print(f"\n## showcase: pipelines/pareto_quantize.yaml (reference {ref})\n")
+    print("| tuner | " + " | ".join(f"HV@{b}" for b in SHOWCASE_BUDGETS) + " | CPU s per run | wall s |")
+    print("|---|" + "---|" * len(SHOWCASE_BUDGETS) + "---|---|", flush=True)
     for name in tuners:
         extra = SHOWCASE_TUNERS[name]
-        hvs: dict[int, list[float]] = {b: [] for b in budgets}
+        hvs: dict[int, list[float]] = {b: [] for b in SHOWCASE_BUDGETS}
         cpu, wall = [], []
-        for seed in range(seeds):
+        for seed in seeds:
             with tempfile.TemporaryDirectory() as store:
                 before = os.times()
                 start = time.perf_counter()
@@ -205,14 +214,71 @@ def run_showcase(seeds: int, raw: dict[str, Any], tuners: list[str]) -> None:
             trials = sorted(json.loads(shown.stdout)["trials"], key=lambda t: t["number"])
             values = [t["objectives"] if t["status"] == "succeeded" else [math.nan, math.nan]
                       for t in trials]
-            for b in budgets:
-                losses = to_loss(values[:b], ["max", "min"])
-                hvs[b].append(hypervolume(losses, to_loss([SHOWCASE_REF], ["max", "min"])[0]))
+            if log:
+                with open(log, "a") as fh:
+                    fh.write(json.dumps({"problem": "showcase", "tuner": f"tuner.{name}",
+                                         "seed": seed, "values": values, "reference": ref,
+                                         "cpu": cpu[-1], "wall": wall[-1]}) + "\n")
+            for b in SHOWCASE_BUDGETS:
+                hvs[b].append(showcase_hypervolume(values[:b], ref))
         raw.setdefault("showcase", {})[name] = {"hv": hvs, "cpu": cpu, "wall": wall}
         cells = " | ".join(f"{statistics.mean(hvs[b]):.4g} ± {statistics.pstdev(hvs[b]):.2g}"
-                           for b in budgets)
+                           for b in SHOWCASE_BUDGETS)
         print(f"| tuner.{name} | {cells} | {statistics.mean(cpu):.1f} | "
               f"{statistics.mean(wall):.1f} |", flush=True)
+
+
+def showcase_hypervolume(values: list, ref: list[float]) -> float:
+    """Hypervolume of (accuracy max, bytes min) rows at `ref` (objective units)."""
+    from flowopt.tuning.pareto import to_loss
+
+    return hypervolume(to_loss(values, ["max", "min"]), to_loss([ref], ["max", "min"])[0])
+
+
+def tables_from_logs(paths: list[str]) -> int:
+    """Print the tables from the JSON lines that ``--log`` wrote (the last line per key wins)."""
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for path in paths:
+        with open(path) as fh:
+            for line in fh:
+                if line.strip():
+                    row = json.loads(line)
+                    rows[row["problem"], row["tuner"], row["seed"]] = row
+    shown = [r for (p, _, _), r in sorted(rows.items()) if p == "showcase"]
+    if shown:
+        print(f"\n## showcase: pipelines/pareto_quantize.yaml (reference {shown[0]['reference']})\n")
+        print("| tuner | seeds | " + " | ".join(f"HV@{b}" for b in SHOWCASE_BUDGETS)
+              + " | CPU s per run | wall s |")
+        print("|---|---:|" + "---|" * len(SHOWCASE_BUDGETS) + "---:|---:|")
+        for tuner in sorted({r["tuner"] for r in shown}):
+            runs = [r for r in shown if r["tuner"] == tuner]
+            cells = []
+            for b in SHOWCASE_BUDGETS:
+                hv = [showcase_hypervolume(r["values"][:b], r["reference"]) for r in runs]
+                cells.append(f"{statistics.mean(hv):.4g} ± {statistics.pstdev(hv):.2g}")
+            print(f"| {tuner} | {len(runs)} (seeds {', '.join(str(r['seed']) for r in runs)}) | "
+                  + " | ".join(cells) + f" | {statistics.mean(r['cpu'] for r in runs):.1f} | "
+                  f"{statistics.mean(r['wall'] for r in runs):.0f} |")
+    for problem, (_, _, ref) in PROBLEMS.items():
+        tuners = sorted({t for p, t, _ in rows if p == problem})
+        if not tuners:
+            continue
+        print(f"\n## {problem} (reference {ref})\n")
+        print("| tuner | seeds | " + " | ".join(f"HV@{b}" for b in BUDGETS)
+              + " | overhead per trial at 100: CPU ms | wall ms |")
+        print("|---|---:|" + "---|" * len(BUDGETS) + "---:|---:|")
+        for tuner in tuners:
+            runs = [r for (p, t, _), r in sorted(rows.items()) if p == problem and t == tuner]
+            cells = []
+            for b in BUDGETS:
+                hv = [hypervolume(np.array(r["values"][:b]), np.array(ref)) for r in runs]
+                cells.append(f"{statistics.mean(hv):.4g} ± {statistics.pstdev(hv):.2g}")
+            cpu = [statistics.mean(s[0] for s in r["seconds"][90:100]) for r in runs]
+            wall = [statistics.mean(s[1] for s in r["seconds"][90:100]) for r in runs]
+            seeds = ", ".join(str(r["seed"]) for r in runs)
+            print(f"| {tuner} | {len(runs)} ({seeds}) | " + " | ".join(cells)
+                  + f" | {1000 * statistics.mean(cpu):.0f} | {1000 * statistics.mean(wall):.0f} |")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +292,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--showcase-tuners", nargs="+", default=list(SHOWCASE_TUNERS),
                         choices=list(SHOWCASE_TUNERS))
     parser.add_argument("--json", help="also write the raw numbers to this file")
+    parser.add_argument("--seed-list", type=int, nargs="+",
+                        help="run these seeds instead of 0..seeds-1 (to split a run across jobs)")
+    parser.add_argument("--log", help="append one JSON line per (problem, tuner, seed) to this "
+                                      "file: its objective values and per-trial seconds")
+    parser.add_argument("--tables-from", nargs="+", metavar="LOG",
+                        help="rebuild the tables from --log files instead of running anything")
+    parser.add_argument("--quick", action="store_true",
+                        help="the timing part only: overhead per trial at 100 observations of "
+                             "flowopt-bayesopt and optuna-gp, one seed, BraninCurrin and DTLZ2")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.evals, args.showcase = 1, 100, False
+        args.problems = ["branin_currin", "dtlz2"]
+        args.tuners = ["flowopt-bayesopt", "optuna-gp"]
+    if args.tables_from:
+        return tables_from_logs(args.tables_from)
     try:
         import optuna
 
@@ -251,8 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         for tuner in args.tuners:
             hvs: dict[int, list[float]] = {b: [] for b in budgets}
             overhead, wall = [], []
-            for seed in range(args.seeds):
+            for seed in args.seed_list or range(args.seeds):
                 values, seconds = TUNERS[tuner](dims, fn, n_obj, args.evals, seed, ref)
+                if args.log:
+                    with open(args.log, "a") as fh:
+                        fh.write(json.dumps({"problem": problem, "tuner": tuner, "seed": seed,
+                                             "values": values, "seconds": seconds}) + "\n")
                 arr = np.array(values)
                 for b in budgets:
                     hvs[b].append(hypervolume(arr[:b], np.array(ref)))
@@ -265,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {tuner} | {cells} | {1000 * statistics.mean(overhead):.1f} | "
                   f"{1000 * statistics.mean(wall):.1f} |", flush=True)
     if args.showcase:
-        run_showcase(args.seeds, raw, args.showcase_tuners)
+        run_showcase(args.seed_list or list(range(args.seeds)), raw, args.showcase_tuners,
+                     args.log)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(raw, fh, indent=1)

@@ -133,15 +133,26 @@ def tuner_nodes(engine: Engine, run_id: str) -> list[str]:
                                  .distinct().order_by(table.c.node_id)).scalars())
 
 
+def run_spec(engine: Engine, run_id: str) -> dict[str, Any] | None:
+    """The pipeline spec run `run_id` recorded (None for an unknown run)."""
+    from .schema import Run
+
+    with engine.connect() as conn:
+        spec = conn.execute(select(Run.spec).where(Run.id == run_id)).scalar_one_or_none()
+    return spec if isinstance(spec, dict) else None
+
+
 def tuner_inputs(engine: Engine, run_id: str, node_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(pipeline spec, {port: ArtifactRef})`` a run's tuner node read: what replay needs
     to train again on the same inputs (the tuner's input edges are its frontier)."""
     from flowopt.recording import ArtifactRef
 
-    from .schema import Edge, Execution, Run
+    from .schema import Edge, Execution
 
+    spec = run_spec(engine, run_id)
+    if spec is None:
+        raise KeyError(f"no run {run_id}")
     with engine.connect() as conn:
-        spec = conn.execute(select(Run.spec).where(Run.id == run_id)).scalar_one()
         rows = conn.execute(
             select(Edge.port, Artifact.id, Artifact.type, Artifact.hash, Artifact.size)
             .join(Execution, Execution.id == Edge.execution_id)

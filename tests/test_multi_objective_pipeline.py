@@ -66,6 +66,13 @@ def test_the_front_is_the_non_dominated_trials_with_their_exact_hypervolume():
     assert best["reference_point"] == pytest.approx(ref.tolist())
     assert best["hypervolume"] == pytest.approx(hypervolume(values, ref))
     assert result.metrics["tune.hypervolume"] == pytest.approx(best["hypervolume"])
+    # the progress: the hypervolume of the trials up to each one, at the same point
+    progress = [(step, value) for run, node, key, value, step in recorder.metrics
+                if run == result.run_id and node == "tune" and key == "hypervolume"
+                and step is not None]
+    assert [s for s, _ in progress] == [t.number for t in trials]
+    assert [v for _, v in progress] == pytest.approx(
+        [hypervolume(values[: i + 1], ref) for i in range(len(values))])
     # the single-valued outputs are the front's best trial in the first objective
     first = min((t for t in trials if t.number in front), key=lambda t: t.values[0])
     assert result.metrics["tune.objective"] == pytest.approx(first.values[0])

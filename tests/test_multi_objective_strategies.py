@@ -64,6 +64,20 @@ def test_reference_point_is_botorchs_nadir_minus_a_tenth_of_the_range():
     assert flat[0] > 1.0 and flat[1] > 0.0
 
 
+def test_the_search_keeps_the_fronts_nadir_but_a_margin_of_the_observed_range():
+    # ZDT1's first front is often the one point (0, 1), which dominates the rest: BoTorch's
+    # rule gives it a box of width 1e-7 in the first loss, where nothing can improve
+    losses = np.array([[0.0, 1.0], [0.5, 3.0], [1.0, 2.0]])
+    alone = infer_reference_point(losses)
+    assert alone[0] == pytest.approx(1e-8) and alone[1] == pytest.approx(1.1)
+    searched = infer_reference_point(losses, spread=losses)
+    assert searched.tolist() == pytest.approx([0.1, 1.2])  # nadir (0, 1) + 0.1 * range (1, 2)
+    # a front as wide as the observations: the same point as BoTorch's rule
+    wide = np.array([[0.0, 2.0], [2.0, 0.0], [1.0, 1.5]])
+    assert infer_reference_point(wide, spread=wide).tolist() == pytest.approx(
+        infer_reference_point(wide).tolist())
+
+
 def test_reference_point_checks():
     assert check_reference_point(None, 2) is None
     assert check_reference_point([0.8, 4e4], 2) is None
@@ -200,3 +214,32 @@ def test_numba_front_mask_equals_the_quadratic_reference(d, n, coarse, seed):
     if coarse:
         losses = np.round(losses * 3) / 3
     np.testing.assert_array_equal(front_mask(losses), reference_mask(losses))
+
+
+def test_nehvi_without_noise_is_the_exact_ehvi_within_monte_carlo_error():
+    """With (almost) noiseless observations the sampled fronts are the observed front, and
+    the acquisition's mean improvement is the expected hypervolume improvement: checked
+    against brute-force sampling of the candidate's posterior (200 000 draws)."""
+    from flowopt.nodes.tuner.bayesopt import gp as gpmod
+    from flowopt.nodes.tuner.bayesopt.multi import _NEHVI
+    from flowopt.tuning.hypervolume import hvi_point
+
+    rng = np.random.default_rng(3)
+    X = rng.uniform(size=(8, 2))
+    y = np.column_stack([np.sin(3 * X[:, 0]) + X[:, 1], np.cos(2 * X[:, 1]) - X[:, 0]])
+    hyper = gpmod.Hyper(np.array([4.0, 4.0]), 1.0, 1e-8)
+    models = [(gpmod.GP(X, y[:, j], hyper), 0.0, 1.0) for j in range(2)]  # standardised as is
+    losses = -y
+    ref = losses.max(axis=0) + 0.5
+    samples = 4096
+    scorer = _NEHVI(models, X, ref, samples, np.random.default_rng(0), observed=losses)
+    front = losses[pareto_mask(losses)]
+    cands = rng.uniform(size=(5, 2))
+    got = np.exp(scorer(cands))
+    for c, value in zip(cands, got):
+        means = np.array([m.posterior(c[None])[0][0] for m, _, _ in models])
+        sds = np.sqrt([m.posterior(c[None])[1][0] for m, _, _ in models])
+        draws = -(means + sds * rng.standard_normal((200_000, 2)))
+        exact = np.array([hvi_point(front, d, ref) for d in draws])
+        error = exact.std() / np.sqrt(samples)            # the acquisition's own MC error
+        assert value == pytest.approx(exact.mean(), abs=4 * error + 1e-9)

@@ -112,6 +112,41 @@ def test_several_objectives_draw_the_pareto_front_with_its_hypervolume(ui_runs):
     assert sorted(pareto["series"][1]["labels"]) == ["trial 0", "trial 1", "trial 3"]
 
 
+def test_the_front_is_labelled_by_metric_port_and_direction_with_its_progress_and_params(ui_runs):
+    page = _report(ui_runs, "multi")
+    figures = _figures(page)
+    pareto = figures["tuner:pareto"]
+    assert pareto["x"]["label"] == "score.accuracy (max)"
+    assert pareto["y"]["label"] == "quant.<i>bytes</i> (min)"  # data; escaped in the page
+    assert "objective 0" not in page and "<i>bytes</i>" not in page
+    assert "quant.&lt;i&gt;bytes&lt;/i&gt; (min)" in page  # the front's table header
+    progress = figures["tuner:hypervolume"]
+    assert progress["series"][0]["x"] == [0, 1, 2, 3]
+    assert progress["series"][0]["y"] == pytest.approx([0.1, 0.3, 0.3, 0.42])
+    front = page.split("<h3>Pareto front</h3>")[1].split("</table>")[0]
+    rows = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", front)
+    assert [(int(n), float(a), float(b)) for n, a, b, _ in rows] == [(0, 0.9, 3.0), (1, 0.8, 1.0),
+                                                                    (3, 0.95, 5.0)]
+    assert rows[0][3] == "lr=0.001, opt=lion"
+
+
+def test_three_objectives_are_drawn_as_parallel_coordinates_with_the_front_marked():
+    from types import SimpleNamespace
+
+    from flowopt.ui.figures import tuner_figures
+
+    values = [(1.0, 1.0, 1.0), (0.0, 2.0, 0.0), (0.5, 0.5, 0.5), (2.0, 2.0, 2.0)]
+    trials = [SimpleNamespace(number=i, status="succeeded", objective=v[0], objectives=v,
+                              params={"x": float(i)}) for i, v in enumerate(values)]
+    figures = {f["id"]: f for f in tuner_figures(
+        trials, "min", objective_names=["a.x", "b.y", "c.z"], modes=["min", "min", "min"])}
+    lines = figures["tuner:objectives"]
+    assert [a["name"] for a in lines["axes"]] == ["a.x (min)", "b.y (min)", "c.z (min)"]
+    # (0.5, 0.5, 0.5) dominates (1, 1, 1) and (2, 2, 2); (0, 2, 0) is best in two
+    assert [line["color"] for line in lines["lines"]] == [0.0, 1.0, 1.0, 0.0]
+    assert [line["values"] for line in lines["lines"]] == [list(v) for v in values]
+
+
 def test_an_unknown_run_is_one_line_and_exit_2(tuned_run, tmp_path):
     store, _ = tuned_run
     done = subprocess.run([sys.executable, "-m", "flowopt", "report", "zzzz", "--store", store,

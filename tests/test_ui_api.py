@@ -128,6 +128,10 @@ def test_the_tuner_view_reads_strategy_attributes_when_present(client, ids):
     figures = {f["id"]: f for f in tuner["figures"]}
     assert [v["x"] for v in figures["tuner:curves"]["vlines"]] == [10]
     assert figures["tuner:pareto"]["hypervolume"] == pytest.approx(0.42)
+    assert figures["tuner:pareto"]["x"]["label"] == "score.accuracy (max)"  # not "objective 0"
+    assert tuner["objectives"] == ["score.accuracy (max)", "quant.<i>bytes</i> (min)"]
+    assert tuner["pareto"] == [0, 1, 3]
+    assert figures["tuner:hypervolume"]["series"][0]["y"] == pytest.approx([0.1, 0.3, 0.3, 0.42])
 
 
 def test_pbt_schedules_and_the_copy_tree_are_drawn(client, ids):

@@ -12,7 +12,10 @@ Sections appear when the run has something to show:
   per-layer numbers (``layer_*``, e.g. a quantizer's bits per layer) are bars.
 * **Tuner** — per tuner node: objective over trials with the best so far, parallel
   coordinates, objective against each param, the trials' learning curves against
-  steps (with early-stopping rungs), the Pareto front when several objectives are tuned.
+  steps (with early-stopping rungs); with several objectives, the Pareto front (a 2-D
+  scatter of the first two, labelled by metric port and direction, the front joined; a
+  parallel-coordinates plot of the objectives for three or more), the hypervolume over
+  trials and a table of the Pareto trials' objectives and params.
 * **Quantization** — accuracy against size for every evaluator fed by a quantizer.
 * **Population** — each PBT member's hyperparameter schedule, score and copy tree.
 
@@ -93,7 +96,15 @@ def tuner_sections(store: Any, detail: Any) -> list[Section]:
                  (t.get("trial_run_id") or "")[:12]) for t in view["trials"]]
         origin = (f'<p class="note">trials of run {html.escape(view["from_run"][:12])}, '
                   "reused by this cached run</p>") if view.get("from_run") else ""
-        sections.append((f"Tuner {node}", origin + figures_html(view["figures"]) + _table(
+        front = ""
+        if view.get("pareto"):
+            by_number = {t["number"]: t for t in view["trials"]}
+            front = "<h3>Pareto front</h3>" + _table(
+                ("trial", *view["objectives"], "params"),
+                [(n, *by_number[n]["objectives"],
+                  ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(by_number[n]["params"].items())))
+                 for n in view["pareto"]])
+        sections.append((f"Tuner {node}", origin + figures_html(view["figures"]) + front + _table(
             ("trial", "status", "objective", "params", *(["steps"] if steps else []), "seconds",
              "run"), rows)))
     return sections

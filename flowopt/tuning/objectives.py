@@ -19,7 +19,9 @@ same length in objective units. Policy:
   node's output) come from the Pareto trial that is best in the *first* objective (ties:
   the lowest number), so downstream nodes still receive one model; every Pareto trial's
   own outputs stay reachable as the artifacts of its child run (``trial_run_id`` in each
-  ``pareto`` entry).
+  ``pareto`` entry). The hypervolume after each succeeded trial, at the same reference
+  point, is logged as the tuner's series ``hypervolume`` (step = trial number): the
+  search's progress, which `flowopt report` and the UI draw.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .pareto import check_reference_point, hypervolume, infer_reference_point, pareto_mask, to_loss
+from .pareto import (check_reference_point, hypervolume, hypervolume_trace, infer_reference_point,
+                     pareto_mask, to_loss)
 
 #: Output ports a multi-objective tuner adds (optional: absent with one objective).
 PARETO_PORTS = ("pareto", "hypervolume", "reference_point")
@@ -98,6 +101,8 @@ def front_result(trials: Sequence[Any], modes: Sequence[str],
                     "trial_run_id": t.trial_run_id} for t in front],
         "hypervolume": hypervolume(losses, ref_loss),
         "reference_point": [float(v) for v in ref_values],
+        # (trial number, hypervolume of the succeeded trials up to it) at the same point
+        "trace": list(zip((t.number for t in scored), hypervolume_trace(losses, ref_loss))),
     }
 
 

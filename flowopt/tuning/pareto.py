@@ -100,20 +100,29 @@ def pareto_mask(losses: np.ndarray) -> np.ndarray:
     return mask
 
 
-def infer_reference_point(losses: np.ndarray, *, front_only: bool = True) -> np.ndarray:
-    """A reference point (losses) from the observed front (module docstring); with
-    ``front_only=False`` from every feasible observation instead — a larger box, which a
-    search needs early on, when the front may be a single point whose box has no width."""
+def infer_reference_point(losses: np.ndarray, *, spread: np.ndarray | None = None) -> np.ndarray:
+    """A reference point (losses) from the observed front (module docstring).
+
+    With `spread` (the losses of every feasible observation) the margin beyond the
+    front's nadir is 0.1 of the larger of the front's range and the observations' range
+    per loss: the nadir stays the front's, but a front that is one point, or flat in one
+    loss, still gets a box a search can improve in (the front's own range gives it none)."""
     arr = np.asarray(losses, dtype=float)
     arr = arr[feasible(arr)] if arr.size else arr
     if len(arr) == 0:
         raise ValueError("no feasible observation to infer a reference point from")
-    front = arr[pareto_mask(arr)] if front_only else arr
+    front = arr[pareto_mask(arr)]
+    nadir = front.max(axis=0)
     if len(front) == 1:
-        point = front[0]
-        return point + 0.1 * np.maximum(np.abs(point), MIN_RANGE)
-    nadir, ideal = front.max(axis=0), front.min(axis=0)
-    return nadir + 0.1 * np.maximum(nadir - ideal, MIN_RANGE)
+        width = np.abs(front[0])
+    else:
+        width = nadir - front.min(axis=0)
+    if spread is not None:
+        seen = np.asarray(spread, dtype=float).reshape(-1, arr.shape[1])
+        seen = seen[feasible(seen)]
+        if len(seen) > 1:
+            width = np.maximum(width, seen.max(axis=0) - seen.min(axis=0))
+    return nadir + 0.1 * np.maximum(width, MIN_RANGE)
 
 
 def check_reference_point(point: Sequence[float] | None, count: int) -> str | None:

@@ -324,6 +324,9 @@ class TuningLoop:
                 entry["artifacts"] = self._artifact_ids(self.finished[entry["number"]])
             values.update(pareto=front["pareto"], hypervolume=float(front["hypervolume"]),
                           reference_point=front["reference_point"])
+            for number, value in front["trace"]:
+                self.host.recorder.log_metric(self.run_id, self.node.id, "hypervolume",
+                                              float(value), number)
         refs = self.host.recorder.save_outputs(self.node.id, values)
         for nid in self.plan.owned:
             for port, ref in outputs.get(nid, {}).items():

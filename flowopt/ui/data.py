@@ -148,6 +148,29 @@ def _pick_curve(keys: Sequence[str], attributes: Sequence[Mapping[str, Any]],
     return keys[0] if keys else None
 
 
+def pareto_numbers(trials: Sequence[Any], modes: Sequence[str]) -> list[int]:
+    """Numbers of the succeeded trials on the Pareto front ([] with one objective)."""
+    if not modes:
+        return []
+    done = [(t.record.number, values) for t in trials if t.record.status == "succeeded"
+            for values in [figures.objective_values(t)] if values and len(values) == len(modes)]
+    return sorted(done[i][0] for i in figures.pareto_front([v for _, v in done], modes))
+
+
+def objective_names(store: Any, run_id: str, node: str) -> list[str]:
+    """The metric ports a tuner node's ``objective`` input names (``score.accuracy``), as
+    the run's pipeline spec wrote them; [] where the spec does not say."""
+    from flowopt.store.population import run_spec
+
+    spec = run_spec(store.engine, run_id) or {}
+    nodes = spec.get("nodes") if isinstance(spec, Mapping) else None
+    entry = nodes.get(node) if isinstance(nodes, Mapping) else None
+    bound = (entry.get("in") or {}).get("objective") if isinstance(entry, Mapping) else None
+    if isinstance(bound, str):
+        return [bound]
+    return [str(b) for b in bound] if isinstance(bound, (list, tuple)) else []
+
+
 def tuner_view(store: Any, run_id: str, node: str, curve: str | None = None) -> dict[str, Any]:
     """A tuner node's trials, its figures, and the series its trials logged."""
     from flowopt.errors import StoreError
@@ -169,15 +192,22 @@ def tuner_view(store: Any, run_id: str, node: str, curve: str | None = None) -> 
     keys = sorted({s.name for run in series.values() for s in run})
     chosen = curve if curve in keys else _pick_curve(keys, [t.attributes for t in trials], node)
     curves = {children[r]: s for r, runs in series.items() for s in runs if s.name == chosen}
-    names = [str(n) for n in config.get("objective_names") or []]
+    names = objective_names(store, detail.run.run_id, node) if modes else []
     hypervolume = detail.run.metrics.get(f"{node}.hypervolume")
     from_run = trials[0].record.from_run if trials else None
     data = {"run_id": detail.run.run_id, "pipeline": detail.run.pipeline, "node": node,
             "mode": mode, "trials": [t.to_json() for t in trials], "curve_keys": keys,
             "curve": chosen, "hypervolume": hypervolume,
+            "objectives": figures.objective_labels(names, modes, len(modes)) if modes else [],
+            "pareto": pareto_numbers(trials, modes),
             "from_run": from_run,
             "figures": figures.tuner_figures(trials, mode, curves, chosen, names, hypervolume,
                                              modes) if trials else []}
+    if modes and trials:
+        trace = next((s for s in store.series(detail.run.run_id)
+                      if s.node == node and s.key == "hypervolume"), None)
+        if trace is not None:
+            data["figures"].append(figures.hypervolume_figure(trace, config.get("reference_point")))
     if population:
         from flowopt.store.population import read_events
 

@@ -73,7 +73,7 @@ def overlay_figure(key: str, runs: Sequence[tuple[str, Any]]) -> Figure:
 
 
 # -- tuners -----------------------------------------------------------------------------
-def _objective_values(trial: Any) -> list[float] | None:
+def objective_values(trial: Any) -> list[float] | None:
     values = getattr(getattr(trial, "record", trial), "objectives", None) \
         or (getattr(trial, "attributes", None) or {}).get("objectives")
     if isinstance(values, (list, tuple)) and values and all(_finite(v) is not None for v in values):
@@ -158,10 +158,46 @@ def tuner_figures(trials: Sequence[Any], mode: str = "max",
                                     "mode": "line"} for n, s in sorted(curves.items())],
                         "vlines": [{"x": r, "label": "rung"} for r in rungs]})
     multi = [(r.number, values) for t, r in zip(trials, records)
-             for values in [_objective_values(t)] if values and len(values) >= 2]
+             for values in [objective_values(t)] if values and len(values) >= 2]
     if multi:
         figures.append(pareto_figure(multi, objective_names, modes or ("max",) * 2, hypervolume))
+        if len(multi[0][1]) >= 3:
+            figures.append(objectives_figure(multi, objective_names, modes))
     return figures
+
+
+def objective_labels(names: Sequence[str], modes: Sequence[str], count: int) -> list[str]:
+    """``NODE.PORT (max)`` per objective: its metric port and direction (``objective i``
+    where the name is unknown)."""
+    names = list(names)[:count] + [f"objective {i}" for i in range(len(list(names)[:count]), count)]
+    modes = list(modes)[:count] + ["max"] * (count - len(list(modes)[:count]))
+    return [f"{n} ({m})" for n, m in zip(names, modes)]
+
+
+def objectives_figure(trials: Sequence[tuple[int, Sequence[float]]], names: Sequence[str],
+                      modes: Sequence[str]) -> Figure:
+    """Three or more objectives: one parallel-coordinates line per trial, the Pareto trials
+    marked (a 2-D front would hide every objective past the second)."""
+    count = len(trials[0][1])
+    labels = objective_labels(names, modes, count)
+    on = set(pareto_front([v for _, v in trials], list(modes)[:count] or ["max"] * count))
+    axes = [{"name": label, "categories": None, "log": False} for label in labels]
+    lines = [{"name": f"trial {n}" + (" (Pareto)" if i in on else ""), "values": list(v[:count]),
+              "color": 1.0 if i in on else 0.0} for i, (n, v) in enumerate(trials)]
+    return {"id": "tuner:objectives", "title": "objectives (Pareto trials highlighted)",
+            "type": "parallel", "axes": axes, "lines": lines, "mode": "max"}
+
+
+def hypervolume_figure(series: Any, reference_point: Sequence[float] | None) -> Figure:
+    """The hypervolume of the trials so far against the trial number (the tuner's series
+    ``hypervolume``, at the result's reference point)."""
+    point = ("" if reference_point is None
+             else " · reference point [" + ", ".join(f"{v:.6g}" for v in reference_point) + "]")
+    return {"id": "tuner:hypervolume", "title": "hypervolume over trials" + point,
+            "type": "line", "x": {"label": "trial", "log": False},
+            "y": {"label": "hypervolume", "log": False},
+            "series": [{"name": "hypervolume", "x": list(series.steps),
+                        "y": [_finite(v) for v in series.values], "mode": "step"}]}
 
 
 def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
@@ -182,11 +218,11 @@ def pareto_figure(trials: Sequence[tuple[int, Sequence[float]]], names: Sequence
     points = [values[:2] for _, values in trials]
     modes = list(modes)[:2] + ["max"] * (2 - len(list(modes)[:2]))
     front = sorted(pareto_front(points, modes), key=lambda i: points[i][0])
-    names = list(names) + [f"objective {i}" for i in range(len(names), 2)]
+    labels = objective_labels(names, modes, 2)
     title = "Pareto front" + (f" · hypervolume {hypervolume:.6g}" if hypervolume is not None else "")
     return {"id": "tuner:pareto", "title": title, "type": "scatter",
-            "x": {"label": f"{names[0]} ({modes[0]})", "log": False},
-            "y": {"label": f"{names[1]} ({modes[1]})", "log": False},
+            "x": {"label": labels[0], "log": False},
+            "y": {"label": labels[1], "log": False},
             "series": [{"name": "trial", "x": [p[0] for p in points], "y": [p[1] for p in points],
                         "mode": "markers", "labels": [f"trial {n}" for n, _ in trials]},
                        {"name": "Pareto front", "x": [points[i][0] for i in front],

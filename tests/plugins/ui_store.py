@@ -88,7 +88,10 @@ def build_store(folder: Path, location: str | None = None) -> dict[str, str]:
     store.end_run(hostile, "succeeded")
     ids["hostile"] = hostile
     # A multi-objective tuning run with early stopping, as such strategies record it.
-    multi = store.begin_run(RunInfo(pipeline="ui-multi", seed=0, params={}, spec={}))
+    # The objectives' names come from the spec (one is markup, to be escaped where shown).
+    multi_spec = {"nodes": {"tune": {"kind": "tuner.random", "in": {
+        "objective": ["score.accuracy", "quant.<i>bytes</i>"]}}}}
+    multi = store.begin_run(RunInfo(pipeline="ui-multi", seed=0, params={}, spec=multi_spec))
     start = datetime.now(timezone.utc)
     front = [(0.9, 3.0), (0.8, 1.0), (0.7, 2.0), (0.95, 5.0)]  # (accuracy max, MB min)
     for number, (accuracy, size) in enumerate(front):
@@ -111,6 +114,8 @@ def build_store(folder: Path, location: str | None = None) -> dict[str, str]:
     store.record_execution(ExecutionRecord(
         run_id=multi, node_id="tune", kind="tuner.random", kind_version=1, cache_key="0" * 32,
         status="succeeded", config={"mode": ["max", "min"], "trials": 4}, seconds=4.0))
+    for number, value in enumerate((0.1, 0.3, 0.3, 0.42)):  # after each trial
+        store.log_metric(multi, "tune", "hypervolume", value, number)
     store.log_metric(multi, "tune", "hypervolume", 0.42, None)
     store.end_run(multi, "succeeded")
     ids["multi"] = multi
