@@ -296,7 +296,7 @@ def overhead_table(records: list[dict]) -> None:
         print(f"| {tuner} | " + " | ".join(cells) + f" | {ratio} |")
 
 
-def overhead_replay(sizes: list[int], asks: int = 6) -> None:
+def overhead_replay(sizes: list[int], settings: dict, asks: int = 6) -> None:
     """Overhead at n observations on a *shared* history, the two GP tuners alternating.
 
     Both tuners are told the same n - 3 random Hartmann-6 points, then both ask and are
@@ -311,7 +311,7 @@ def overhead_replay(sizes: list[int], asks: int = 6) -> None:
         rng = np.random.default_rng(n)
         history = [{k: float(rng.uniform(lo, hi)) for k, (lo, hi) in space.items()}
                    for _ in range(n - 3)]
-        ours, theirs = Run("flowopt", "hartmann6", 0, n, []), Run("optuna-gp", "hartmann6", 0, n, [])
+        ours, theirs = Run("flowopt", "hartmann6", 0, n, [], settings), Run("optuna-gp", "hartmann6", 0, n, [])
         for i, params in enumerate(history):
             ours.tuner.tell(Observation(i, params, f(params), "succeeded"))
             theirs.study.add_trial(optuna.trial.create_trial(
@@ -374,7 +374,7 @@ def main() -> None:
                     help="set a module constant of flowopt.nodes.tuner.bayesopt (gp.CONSTANT_MEAN, "
                          "gp.MIN_NOISE, gp.FIT_STARTS, gp.FIT_GTOL, gp.MAX_LENGTHSCALE, "
                          "strategy.START_SELECTION, strategy.INITIAL_DESIGN, "
-                         "strategy.LOCAL_CANDIDATES) for a variant")
+                         "strategy.LOCAL_CANDIDATES, strategy.REFINE) for a variant")
     ap.add_argument("--overhead-replay", type=int, nargs="+", metavar="N",
                     help="only the overhead of flowopt vs Optuna GP at N observations of a "
                          "shared history, alternating (fair on a busy machine)")
@@ -388,8 +388,17 @@ def main() -> None:
     args = ap.parse_args()
     seeds = args.seed_list or list(range(args.seeds or (2 if args.quick else 10)))
     checkpoints = args.budgets or ([25, 50] if args.quick else [25, 50, 100])
+    # before the overhead replay too, so that a lever's cost can be timed
+    for item in args.patch:
+        name, value = item.split("=", 1)
+        module, attr = name.rsplit(".", 1)
+        target = importlib.import_module(f"flowopt.nodes.tuner.bayesopt.{module}")
+        if not hasattr(target, attr):
+            ap.error(f"--patch: {module} has no constant {attr}")
+        setattr(target, attr, json.loads(value) if value[:1] in "0123456789-[{" else value)
     if args.overhead_replay:
-        overhead_replay(args.overhead_replay)
+        overhead_replay(args.overhead_replay,
+                        {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.settings)})
         return
     if args.design_basins:
         design_basins(args.design_basins)
@@ -413,13 +422,6 @@ def main() -> None:
     if args.overhead_only:
         args.functions, seeds = [], []
     settings = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.settings)}
-    for item in args.patch:
-        name, value = item.split("=", 1)
-        module, attr = name.rsplit(".", 1)
-        target = importlib.import_module(f"flowopt.nodes.tuner.bayesopt.{module}")
-        if not hasattr(target, attr):
-            ap.error(f"--patch: {module} has no constant {attr}")
-        setattr(target, attr, json.loads(value) if value[:1] in "0123456789-[{" else value)
     tags = args.settings + args.patch
     label = "flowopt" + (f"[{','.join(tags)}]" if tags else "")
 

@@ -39,6 +39,18 @@ def test_the_kernel_matrix_matches_numpy_serial_and_parallel(data):
     assert np.allclose(np.diag(kernels.matern52(X, X, h.inv_ls2, h.scale)), h.scale)
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 25, 130])
+def test_the_symmetric_kernel_matrix_is_the_full_one_bit_for_bit(n, monkeypatch):
+    rng = np.random.default_rng(n)
+    X = rng.random((n, 6))
+    inv_ls2, scale = rng.uniform(0.1, 20.0, 6), 1.7
+    full = kernels.matern52(X, X, inv_ls2, scale)
+    assert np.array_equal(kernels.matern52_symmetric(X, inv_ls2, scale), full)
+    assert np.allclose(full, kernels.matern52_reference(X, X, inv_ls2, scale), rtol=1e-12, atol=0)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 1)       # the parallel driver too
+    assert np.array_equal(kernels.matern52_symmetric(X, inv_ls2, scale), full)
+
+
 def test_the_likelihood_gradient_kernel_matches_numpy_serial_and_parallel(data):
     X, _, h = data
     W = np.random.default_rng(2).standard_normal((25, 25))

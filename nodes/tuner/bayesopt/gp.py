@@ -83,7 +83,7 @@ class GP:
         self.X = np.ascontiguousarray(X, dtype=float)
         self.y = np.asarray(y, dtype=float)
         self.hyper = hyper
-        K = kernels.matern52(self.X, self.X, hyper.inv_ls2, hyper.scale)
+        K = kernels.matern52_symmetric(self.X, hyper.inv_ls2, hyper.scale)
         K[np.diag_indices_from(K)] += hyper.noise
         self.L = _cholesky(K)
         self.mean, self.alpha = _constant_mean(self.L, self.y)
@@ -191,7 +191,7 @@ def neg_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray,
     h = Hyper.from_theta(theta)
     if fixed_noise is not None:
         h = Hyper(h.inv_ls2, h.scale, fixed_noise)
-    K = kernels.matern52(X, X, h.inv_ls2, h.scale)
+    K = kernels.matern52_symmetric(X, h.inv_ls2, h.scale)
     K[np.diag_indices_from(K)] += h.noise
     try:
         L = sla.cholesky(K, lower=True, check_finite=False)

@@ -102,6 +102,26 @@ def matern52(X1, X2, inv_ls2, scale):
     return (_matern_parallel if big else _matern_serial)(X1, X2, inv_ls2, float(scale))
 
 
+@njit(cache=True)
+def _matern_symmetric_serial(X, inv_ls2, scale):
+    n = X.shape[0]
+    K = np.empty((n, n))
+    for i in range(n):
+        _matern_row(X[i], X[: i + 1], inv_ls2, scale, K[i, : i + 1])
+        for j in range(i):
+            K[j, i] = K[i, j]
+    return K
+
+
+def matern52_symmetric(X, inv_ls2, scale):
+    """``matern52(X, X, ...)`` bit for bit, computing each pair once (the square of a
+    difference does not depend on its sign): half the work of every likelihood evaluation's
+    kernel matrix."""
+    if X.shape[0] * X.shape[0] >= PARALLEL_MIN_WORK:
+        return _matern_parallel(X, X, inv_ls2, float(scale))
+    return _matern_symmetric_serial(X, inv_ls2, float(scale))
+
+
 def matern52_reference(X1, X2, inv_ls2, scale):
     r2 = (((X1[:, None, :] - X2[None, :, :]) ** 2) * inv_ls2).sum(-1)
     s5 = np.sqrt(5.0 * r2)
