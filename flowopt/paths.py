@@ -11,20 +11,24 @@ or sharing a store between checkouts in different folders, keeps the cache.
 """
 from __future__ import annotations
 
+import functools
 import typing
 from pathlib import Path, PurePath
 from typing import Any
 
 
-def path_fields(config_model: Any) -> list[str]:
+@functools.cache
+def path_fields(config_model: Any) -> tuple[str, ...]:
     """The fields of a kind's config model typed as a filesystem path (`Path`, `FilePath`,
-    ``Path | None`` ...)."""
+    ``Path | None`` ...). Cached per model: a kind's fields do not change, and compiling
+    asks once per node."""
     def is_path(annotation: Any) -> bool:
         if isinstance(annotation, type):
             return issubclass(annotation, PurePath)
         return any(is_path(arg) for arg in typing.get_args(annotation))
 
-    return [name for name, info in config_model.model_fields.items() if is_path(info.annotation)]
+    return tuple(name for name, info in config_model.model_fields.items()
+                 if is_path(info.annotation))
 
 
 def resolve(text: str, base_dir: Path | None) -> Path:
