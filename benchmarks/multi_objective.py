@@ -270,14 +270,20 @@ def tables_from_logs(paths: list[str]) -> int:
         for tuner in tuners:
             runs = [r for (p, t, _), r in sorted(rows.items()) if p == problem and t == tuner]
             cells = []
-            for b in BUDGETS:
-                hv = [hypervolume(np.array(r["values"][:b]), np.array(ref)) for r in runs]
-                cells.append(f"{statistics.mean(hv):.4g} ± {statistics.pstdev(hv):.2g}")
-            cpu = [statistics.mean(s[0] for s in r["seconds"][90:100]) for r in runs]
-            wall = [statistics.mean(s[1] for s in r["seconds"][90:100]) for r in runs]
+            for b in BUDGETS:  # a run shorter than the budget (a variant's 50) has no cell
+                hv = [hypervolume(np.array(r["values"][:b]), np.array(ref)) for r in runs
+                      if len(r["values"]) >= b]
+                cells.append(f"{statistics.mean(hv):.4g} ± {statistics.pstdev(hv):.2g}"
+                             if len(hv) == len(runs) else "—")
             seeds = ", ".join(str(r["seed"]) for r in runs)
-            print(f"| {tuner} | {len(runs)} ({seeds}) | " + " | ".join(cells)
-                  + f" | {1000 * statistics.mean(cpu):.0f} | {1000 * statistics.mean(wall):.0f} |")
+            timed = [r["seconds"][90:100] for r in runs]
+            if all(len(t) == 10 for t in timed):
+                cpu = 1000 * statistics.mean(statistics.mean(s[0] for s in t) for t in timed)
+                wall = 1000 * statistics.mean(statistics.mean(s[1] for s in t) for t in timed)
+                times = f" | {cpu:.0f} | {wall:.0f} |"
+            else:
+                times = " | — | — |"
+            print(f"| {tuner} | {len(runs)} ({seeds}) | " + " | ".join(cells) + times)
     return 0
 
 
