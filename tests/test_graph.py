@@ -1,11 +1,13 @@
 """Compiled graphs: frozen, deterministic, content-addressed."""
 from __future__ import annotations
 
+import gc
 import random
 
 import networkx as nx
 import pytest
 
+from flowopt.errors import GraphError
 from flowopt.graph import _lexicographic_order, compile_pipeline, derive_seed
 from flowopt.spec import PipelineSpec
 
@@ -77,3 +79,20 @@ def test_the_compile_order_is_networkx_lexicographic_topological_order():
         assert _lexicographic_order(dag) == list(nx.lexicographical_topological_sort(dag))
         dag.add_edge(names[-1], names[0])   # closes a cycle when names[0] reaches names[-1]
         assert (_lexicographic_order(dag) is None) == (not nx.is_directed_acyclic_graph(dag))
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_compiling_leaves_the_garbage_collector_as_it_found_it(collecting):
+    """The collector is paused while compiling (graph.compile_pipeline) and given back as
+    it was — also when the pipeline is refused."""
+    was = gc.isenabled()
+    (gc.enable if collecting else gc.disable)()
+    try:
+        compile_pipeline(spec(a={"kind": "toy.number"}))
+        assert gc.isenabled() is collecting
+        with pytest.raises(GraphError):
+            compile_pipeline(spec(a={"kind": "toy.add", "in": {"a": "b.total"}},
+                                  b={"kind": "toy.add", "in": {"a": "a.total"}}))
+        assert gc.isenabled() is collecting
+    finally:
+        (gc.enable if was else gc.disable)()
