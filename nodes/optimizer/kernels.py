@@ -172,13 +172,19 @@ def _adam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled):
 
 
 @njit(cache=True, error_model="numpy")
-def _requantize(x, bits, codes, entries, table, table_thresholds, zero_code):
-    """Codes and absmax of the block in scratch ``x`` (``bits``: its uint32 view)."""
-    a = block_absmax(bits)
+def _encode_at(x, a, codes, entries, table, table_thresholds, zero_code):
+    """Codes of the block in scratch ``x`` at absmax ``a`` (a zero block: the zero code)."""
     if a == 0:
         codes[:] = zero_code
     else:
         encode_block(x, a, entries, table, table_thresholds, codes)
+
+
+@njit(cache=True, error_model="numpy")
+def _requantize(x, bits, codes, entries, table, table_thresholds, zero_code):
+    """Codes and absmax of the block in scratch ``x`` (``bits``: its uint32 view)."""
+    a = block_absmax(bits)
+    _encode_at(x, a, codes, entries, table, table_thresholds, zero_code)
     return a
 
 
@@ -456,12 +462,8 @@ def _momentum8bit_blocks(lo, hi, param, grad, codes, absmax, block_size, values,
             buf[j] = m
             u = np.uint32(float_bits(m) & _MAGNITUDE)
             top = u if u > top else top
-        a = bits_float(np.uint32(top))
-        absmax[b] = a
-        if a == 0:
-            cb[:] = zero
-        else:
-            encode_block(buf, a, entries, table, thresholds, cb)
+        absmax[b] = a = bits_float(np.uint32(top))
+        _encode_at(buf, a, cb, entries, table, thresholds, zero)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
