@@ -169,8 +169,10 @@ def tuner_figures(trials: Sequence[Any], mode: str = "max",
 def objective_labels(names: Sequence[str], modes: Sequence[str], count: int) -> list[str]:
     """``NODE.PORT (max)`` per objective: its metric port and direction (``objective i``
     where the name is unknown)."""
-    names = list(names)[:count] + [f"objective {i}" for i in range(len(list(names)[:count]), count)]
-    modes = list(modes)[:count] + ["max"] * (count - len(list(modes)[:count]))
+    names = list(names)[:count]
+    names += [f"objective {i}" for i in range(len(names), count)]
+    modes = list(modes)[:count]
+    modes += ["max"] * (count - len(modes))
     return [f"{n} ({m})" for n, m in zip(names, modes)]
 
 
