@@ -106,13 +106,17 @@ class ActorTrainable:
         self.group, self.local = group, local
         self.steps = local.steps
         self.builds = 0  # trainers built in the actors
-        self.actors_built = len(group)
         self._free = set(range(len(group)))
         self._changed = threading.Condition()
         self._where: OrderedDict[int, tuple[Any, int, str]] = OrderedDict()  # id -> (state, slot, token)
         self._keep = 4 * max(1, local.live)
         self._created = time.perf_counter()
         self.ready_seconds: dict[int, float] = {}  # slot -> until its first reply (its start)
+
+    @property
+    def actors_built(self) -> int:
+        """Actors started: one per slot, and one per replacement of a dead one."""
+        return len(self.group) + self.group.replaced
 
     @property
     def train_seconds(self) -> float:
@@ -169,7 +173,6 @@ class ActorTrainable:
             self.local.train_seconds += stats["train_seconds"]
             self.local.eval_seconds += stats["eval_seconds"]
             self.builds += stats["builds"]
-            self.actors_built = len(self.group) + self.group.replaced
 
     def _acquire(self, preferred: int | None) -> int:
         with self._changed:
