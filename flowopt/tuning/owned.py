@@ -124,7 +124,7 @@ class OwnedLoop:
             recorder=host.recorder, cancel=host.cancel, emit=host.emit,
             log_metric=lambda k, v, s: host.log_metric(node.id, k, v, s), config=config,
             device=host.device, threads=member_threads(config.parallel),
-            use_cache=host.use_cache, actors=getattr(host, "actors", None),
+            use_cache=host.use_cache, actors=host.actors,
             # no space_key: a member's score came from a schedule, not from fixed params,
             # so another tuner's warm start must not read it as a trial of those params
             attributes={"tuner_key": node.cache_key, "owned": True})
