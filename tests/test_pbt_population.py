@@ -260,7 +260,7 @@ def test_a_resumed_sequential_run_makes_the_decisions_of_an_uninterrupted_one():
 def test_a_segment_whose_actor_died_on_every_try_fails_only_that_member():
     from types import SimpleNamespace
 
-    from flowopt.nodes.tuner.pbt.actors import ActorTrainable
+    from flowopt.nodes.tuner.pbt.actors import ActorTrainable, Encoded
     from flowopt.ray_actors import WorkerDied
 
     class DeadGroup:  # what `ActorGroup.call` raises once its retries are spent
@@ -276,5 +276,5 @@ def test_a_segment_whose_actor_died_on_every_try_fails_only_that_member():
     local = SimpleNamespace(steps=10, live=2, train_seconds=0.0, eval_seconds=0.0)
     trainable = ActorTrainable(DeadGroup(), local)
     with pytest.raises(MemberFailed, match=r"slot 0 died during 'train' \(tried 2 times\)"):
-        trainable.train((0, 0, 0.0), {"lr": 0.1}, 5)
+        trainable.train(Encoded(b"a state"), {"lr": 0.1}, 5)  # as the actors return them
     assert trainable._free == {0}  # the slot is free again for the other members

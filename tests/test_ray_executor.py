@@ -312,19 +312,29 @@ def pbt_local(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pbt-local")
     result = _run(TUNE_PBT, folder / "store", PBT)
     assert result.status == "succeeded"
-    return result, _events(Store.open(str(folder / "store")), result.run_id)
+    return result, _events(Store.open(str(folder / "store")), result.run_id), folder / "store"
+
+
+def _checkpoints(store, run_id: str) -> list[bytes]:
+    """The bytes of every checkpoint the run's events name, in event order."""
+    return [store.load_checkpoint(e.checkpoint_id)
+            for e in store.population_events(run_id, "tune") if e.event in ("keep", "finish")]
 
 
 def test_pbt_members_on_ray_actors_equal_the_local_run_and_keep_their_trainers(
         ray_local, pbt_local, tmp_path):
     from flowopt.store import Store
 
-    local, local_events = pbt_local
+    local, local_events, local_store = pbt_local
     remote = _run(TUNE_PBT, tmp_path / "store", PBT, executor="ray", workers=2)
     assert remote.status == "succeeded"
     assert remote.metrics["tune.actors"] == 1.0 and local.metrics["tune.actors"] == 0.0
     # parallel 1: one actor, segments in order, so the same decisions on the same scores
-    assert _events(Store.open(str(tmp_path / "store")), remote.run_id) == local_events
+    reader = Store.open(str(tmp_path / "store"))
+    assert _events(reader, remote.run_id) == local_events
+    # the checkpoints the actor encoded are the bytes the local run stored
+    stored = _checkpoints(reader, remote.run_id)
+    assert len(stored) >= 4 and stored == _checkpoints(Store.open(str(local_store)), local.run_id)
     assert remote.best == local.best and remote.metrics["tune.objective"] == \
         local.metrics["tune.objective"]
     # parked trainers went on between segments in the actor: a trainer per member's start
@@ -366,7 +376,7 @@ def _pbt_in_the_background(ray, tmp_path: Path, act, overrides=()) -> tuple[Any,
 
 def test_a_pbt_actor_killed_mid_run_is_replaced_and_the_run_ends_as_if_it_had_not(
         ray_local, pbt_local, tmp_path):
-    local, local_events = pbt_local
+    local, local_events, _ = pbt_local
     result, reader = _pbt_in_the_background(ray_local, tmp_path,
                                             lambda _, actor: ray_local.kill(actor))
     assert result.status == "succeeded"

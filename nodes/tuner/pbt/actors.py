@@ -20,6 +20,14 @@ Policy, and why:
   trainer goes on without a rebuild or a restore. A member goes back to that actor when
   it is free, else to any free one, which restores from the state sent along (restore is
   exact: same bits either way).
+* **States cross encoded.** What crosses is the checkpoint's bytes (`Encoded`: the
+  safetensors encoding the store keeps), encoded in the actor that trained it. Pickling
+  the torch tensors instead cost 3.5 ms to send and 4.6 ms to receive per segment for
+  `tune_pbt.yaml`'s MLP against 1.6 ms to encode and 0.4 ms to decode, and it fell on the
+  driver, whose CPU the actors share on a small machine; the driver now never encodes
+  a state from an actor (the writer stores the bytes as they came) and decodes one only
+  to evaluate the best member at the end (benchmarks/RESULTS.md, "driver's work per
+  segment").
 * **Same results.** Each actor trains with the threads a local member would get, so with
   ``parallel: 1`` (one actor, segments in submission order) a run equals the local run
   bit for bit. With more workers the local run is not reproducible either: which scores
@@ -44,6 +52,35 @@ from typing import Any, Mapping
 from flowopt.ray_actors import WorkerDied
 
 from .population import MemberFailed
+from .training import decode, encode
+
+
+class Encoded:
+    """A state as its checkpoint's bytes (``encode(state)``): how states cross between the
+    driver and the actors, and what the driver holds of them (see the module docstring)."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return Encoded, (self.payload,)
+
+
+def as_encoded(state: Any) -> Encoded:
+    """`state` as `Encoded` (a decoded one, e.g. loaded back from the store, is encoded)."""
+    return state if isinstance(state, Encoded) else Encoded(encode(state))
+
+
+def as_state(state: Any) -> Any:
+    """`state` decoded, if it is `Encoded`."""
+    return decode(state.payload) if isinstance(state, Encoded) else state
+
+
+def checkpoint_bytes(state: Any) -> bytes:
+    """The bytes the store keeps for `state` (an `Encoded` one as it is, unencoded again)."""
+    return state.payload if isinstance(state, Encoded) else encode(state)
 
 
 class MemberWorker:
@@ -70,12 +107,14 @@ class MemberWorker:
             state = self._held.get(token) if token is not None else None
             if state is None:
                 return None
+        else:
+            state = as_state(state)
         new_state, score = self.trainable.train(state, params, steps)
         return self._reply(new_state, score)
 
-    def _reply(self, state: Any, score: float | None) -> tuple[str, Any, dict]:
+    def _reply(self, state: Any, score: float | None) -> tuple[str, Encoded, dict]:
         token = f"{self._nonce}:{next(self._tokens)}"
-        self._held[token] = state
+        self._held[token] = state  # the live state: the parked trainer goes on from it
         while len(self._held) > self._keep:
             self._held.popitem(last=False)
         t = self.trainable
@@ -83,7 +122,7 @@ class MemberWorker:
                  "builds": t.builds}
         t.train_seconds = t.eval_seconds = 0.0
         t.builds = 0
-        return token, state, {"score": score, **stats}
+        return token, Encoded(encode(state)), {"score": score, **stats}
 
 
 def member_worker(values: Mapping[str, Any], *, graph: Any, plan: Any, config: Any, seed: int,
@@ -100,6 +139,7 @@ class ActorTrainable:
 
     `local` is the same `Trainable` built in the driver (no trainer is built until asked):
     it evaluates the best member at the end and carries the counters the session reports.
+    The states it returns are `Encoded`; it takes those or decoded ones.
     """
 
     def __init__(self, group: Any, local: Any) -> None:
@@ -130,7 +170,7 @@ class ActorTrainable:
         return self.local.evaluate(model)
 
     def model_from(self, state: Any, params: Mapping[str, Any]) -> Any:
-        return self.local.model_from(state, params)
+        return self.local.model_from(as_state(state), params)
 
     # -- the Trainable protocol ----------------------------------------------------------
     def start(self, member: int, params: Mapping[str, Any]) -> Any:
@@ -151,10 +191,11 @@ class ActorTrainable:
             else:
                 token = entry[2] if held and entry[1] == slot else None
                 params, steps = args
-                reply = self.group.call(slot, "train", token, None if token else state,
-                                        params, steps)
+                reply = self.group.call(slot, "train", token,
+                                        None if token else as_encoded(state), params, steps)
                 if reply is None:  # the actor no longer holds it (a new actor): send it
-                    reply = self.group.call(slot, "train", None, state, params, steps)
+                    reply = self.group.call(slot, "train", None, as_encoded(state), params,
+                                            steps)
         except WorkerDied as exc:
             raise MemberFailed(str(exc)) from None
         finally:
@@ -202,4 +243,5 @@ def on_actors(actors: Any, session: Any, local: Any, config: Any) -> ActorTraina
     return ActorTrainable(group, local)
 
 
-__all__ = ["ActorTrainable", "MemberWorker", "member_worker", "on_actors"]
+__all__ = ["ActorTrainable", "Encoded", "MemberWorker", "as_encoded", "as_state",
+           "checkpoint_bytes", "member_worker", "on_actors"]

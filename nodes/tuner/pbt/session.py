@@ -138,9 +138,10 @@ class PopulationSession:
                                 checkpoints=self.checkpoints, on_event=self._on_event)
         started = time.perf_counter()
         if s.actors is not None:  # members on the executor's actors (see actors.py)
-            from .actors import on_actors
+            from .actors import checkpoint_bytes, on_actors
 
             population.trainable = on_actors(s.actors, s, self.trainable, config)
+            self.checkpoints.encode = checkpoint_bytes  # states come back encoded
         self.writer = self.checkpoints.writer = WriteBehind()
         try:
             result = population.run(resume=previous)
@@ -169,7 +170,7 @@ class PopulationSession:
         if best.checkpoint_id is None or not math.isfinite(best.score or math.nan):
             raise FlowoptError(f"tuner '{s.node.id}': every member diverged (no finite score)")
         state = self.checkpoints.load(best.checkpoint_id)
-        produced, _ = self.trainable.evaluate(self.trainable.model_from(state, best.params))
+        produced, _ = self.trainable.evaluate(trainable.model_from(state, best.params))
         values: dict[str, Any] = {"params": dict(best.params), "objective": float(best.score),
                                   "schedule": schedule_value(best, self.trainable.steps)}
         for nid, outputs in produced.items():
