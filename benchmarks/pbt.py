@@ -155,7 +155,7 @@ def flowopt_node(seed: int, workers: int = WORKERS, executor: str = "local") -> 
               "val": values[f"{scored.node}.{scored.port}"],
               "loss": trainable.loss, "optimizer": trainable.optimizer, "fixed": trainable.fixed,
               "schedule": trainable.schedule, "batch_size": trainable.batch_size,
-              "seed": node.seed,
+              "seed": node.seed, "steps": STEPS,
               "initial": [trainable.as_fields(initial_params(graph.tuners["tune"].space,
                                                              node.seed, k))
                           for k in range(POPULATION)]}
@@ -171,8 +171,11 @@ def _ray_trainable(config: dict, inputs: dict) -> None:
 
     from flowopt.nodes.tuner.pbt.training import TrainerTrainable, decode, encode
 
+    # the steps come with the inputs: a Ray worker imports this module afresh, so a STEPS
+    # the driver changed (ray_executor.py --steps) would not reach it as a global
+    steps = inputs["steps"]
     trainable = TrainerTrainable(inputs["model"], inputs["data"], inputs["val"], inputs["loss"],
-                                 optimizer=inputs["optimizer"], steps=STEPS,
+                                 optimizer=inputs["optimizer"], steps=steps,
                                  batch_size=inputs["batch_size"], seed=inputs["seed"],
                                  fixed=inputs["fixed"], schedule=inputs["schedule"])
     params = {"lr": config["lr"], "weight_decay": config["weight_decay"]}
@@ -192,7 +195,7 @@ def _ray_trainable(config: dict, inputs: dict) -> None:
             state = decode((Path(folder) / "state.safetensors").read_bytes())
     else:  # the member's own batch order and initial weights, as in flowopt
         state = trainable.start(config["member"], params)
-    while state[1]["step"] < STEPS:
+    while state[1]["step"] < steps:
         state, score = trainable.train(state, params, INTERVAL)
         seconds, trainable.train_seconds = trainable.train_seconds, 0.0  # per ready point
         evaluating, timed[0] = timed[0], 0.0

@@ -19,6 +19,7 @@
 Usage (repository root, ``pip install -e '.[ray]'``)::
 
     python benchmarks/ray_executor.py [--part overhead|pbt|random|all] [--repeats 3] [--seeds 1]
+                                      [--steps 400]
 
 Timing parts alone: ``--part overhead`` (about a minute), ``--part pbt`` (a few minutes).
 """
@@ -112,12 +113,16 @@ def compare(title: str, name: str, overrides: list[str], repeats: int) -> None:
               f"{runs[0][1].get('objective', float('nan')):.4f} |")
 
 
-def pbt(seeds: int) -> None:
-    """Part (b); Ray must not be running in this process (each side starts its own)."""
+def pbt(seeds: int, steps: int | None = None) -> None:
+    """Part (b); Ray must not be running in this process (each side starts its own).
+    `steps`: steps per member instead of the pipeline's 400 (a longer run amortises the
+    workers' start: how the engines compare once started)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import pbt as harness  # benchmarks/pbt.py: flowopt's node and Ray Tune on its inputs
 
     harness.POPULATION = 8
+    if steps is not None:
+        harness.STEPS = steps
     print(f"\n(b) tune_pbt.yaml, population {harness.POPULATION}, {harness.STEPS} steps/member, "
           f"ready every {harness.INTERVAL}, {harness.WORKERS} workers")
     print("| seed | engine | wall-clock s | steps | steps/s | best accuracy | outside training "
@@ -161,11 +166,13 @@ def main() -> None:
     parser.add_argument("--part", default="all", choices=["overhead", "pbt", "random", "all"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=1, help="seeds of part (b)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps per member in part (b) (default: the pipeline's 400)")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, ray {ray.__version__}, {platform.processor() or platform.machine()}")
     if args.part in ("pbt", "all"):
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray Tune's plain progress output
-        pbt(args.seeds)
+        pbt(args.seeds, args.steps)
     if args.part == "pbt":
         return
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
