@@ -160,3 +160,19 @@ def test_a_trainer_is_parked_for_one_state_and_claimed_once(digits_task):
     trainer = t._claim(state, params)
     assert trainer is not None and trainer.step == 15
     assert t._claim(state, params) is None  # claimed once
+
+
+def test_an_encoded_state_trains_on_exactly_as_the_state_and_is_stored_as_it_came(digits_task):
+    """States cross to and from Ray actors as their checkpoint bytes (`Encoded`)."""
+    from flowopt.nodes.tuner.pbt.actors import Encoded, as_encoded, as_state, checkpoint_bytes
+
+    t = trainable(digits_task)
+    params = {"lr": 0.01, "weight_decay": 1e-4}
+    state, _ = t.train(t.start(0, params), params, 15)
+    crossed = as_encoded(state)
+    assert isinstance(crossed, Encoded) and as_encoded(crossed) is crossed
+    assert checkpoint_bytes(crossed) is crossed.payload == encode(state)
+    plain, via_bytes = t.train(state, params, 15), t.train(as_state(crossed), params, 15)
+    assert plain[1] == via_bytes[1]
+    assert all((plain[0][0][k] == via_bytes[0][0][k]).all() for k in plain[0][0])
+    assert as_state(state) is state  # a decoded state is used as it is

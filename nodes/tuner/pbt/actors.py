@@ -79,7 +79,7 @@ def as_state(state: Any) -> Any:
 
 
 def checkpoint_bytes(state: Any) -> bytes:
-    """The bytes the store keeps for `state` (an `Encoded` one as it is, unencoded again)."""
+    """The bytes the store keeps for `state` (an `Encoded` one as it came, not encoded a second time)."""
     return state.payload if isinstance(state, Encoded) else encode(state)
 
 
