@@ -60,13 +60,35 @@ def test_the_likelihood_gradient_kernel_matches_numpy_serial_and_parallel(data):
     assert np.allclose(kernels._grad_parallel(X, h.inv_ls2, h.scale, W), ref, rtol=1e-10)
 
 
-@pytest.mark.parametrize("fixed_noise", [None, 0.05])
-def test_the_negative_log_posterior_gradient_matches_finite_differences(data, fixed_noise):
+@pytest.mark.parametrize("fixed_noise, prior_mean", [(None, None), (0.05, None), (None, -1.2)])
+def test_the_negative_log_posterior_gradient_matches_finite_differences(data, fixed_noise,
+                                                                        prior_mean):
     X, y, h = data
     theta = h.theta()
-    _, g = gpmod.neg_log_posterior(theta, X, y, fixed_noise)
-    num = fd_grad(lambda t: gpmod.neg_log_posterior(t, X, y, fixed_noise)[0], theta)
+    _, g = gpmod.neg_log_posterior(theta, X, y, fixed_noise, prior_mean)
+    num = fd_grad(lambda t: gpmod.neg_log_posterior(t, X, y, fixed_noise, prior_mean)[0], theta)
     assert np.allclose(g, num, rtol=1e-5, atol=1e-6)
+
+
+def test_a_fixed_prior_mean_is_the_textbook_posterior_around_that_constant(data):
+    """``prior_mean`` replaces the least-squares constant: mean c + k K⁻¹(y - c), the same
+    variance, and the constant survives conditioning on fantasised observations."""
+    X, y, h = data
+    c = float(y.min())
+    model = gpmod.GP(X, y, h, prior_mean=c)
+    Z = np.random.default_rng(4).random((50, 3))
+    K = kernels.matern52_reference(X, X, h.inv_ls2, h.scale) + h.noise * np.eye(len(X))
+    Ks = kernels.matern52_reference(Z, X, h.inv_ls2, h.scale)
+    mean, var = model.posterior(Z)
+    assert model.mean == c
+    assert np.allclose(mean, c + Ks @ np.linalg.solve(K, y - c), atol=1e-8)
+    assert np.allclose(var, gpmod.GP(X, y, h).posterior(Z)[1], atol=1e-12)
+    assert model.condition(Z[:2], np.zeros(2)).mean == c
+    far = np.full((1, 3), 40.0)                        # no data near: the prior's constant
+    assert model.posterior(far)[0][0] == pytest.approx(c)
+    assert gpmod.GP(X, y, h).posterior(far)[0][0] > c + 0.5   # the fitted one is typical
+    fitted = gpmod.fit(X, y, prior_mean=c)
+    assert fitted.mean == c and fitted.prior_mean == c
 
 
 def test_the_posterior_matches_the_textbook_algorithm(data):

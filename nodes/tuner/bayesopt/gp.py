@@ -4,7 +4,8 @@ The model is the tutorial's (Frazier 2018, §3): a GP prior with a constant mean
 standardised objective, the Matérn-5/2 kernel with one lengthscale per dimension, and
 Gaussian observation noise. The constant is fitted by maximum likelihood too, in closed
 form for given kernel hyperparameters (generalised least squares, `_constant_mean`), so
-it is profiled out of the optimisation below.
+it is profiled out of the optimisation below — unless the caller fixes it (``prior_mean``:
+`multi` puts each objective's at its worst observation, see there).
 
 Hyperparameters ``θ = (log λ_1..d, log s, log(σ² - σ²_min))`` with ``λ_k = 1/ℓ_k²`` maximise
 the log marginal likelihood plus log priors (the tutorial's "MAP" option). The priors and
@@ -79,14 +80,16 @@ def log_prior(h: Hyper) -> tuple[float, np.ndarray]:
 class GP:
     """A GP conditioned on (X, y) with fixed hyperparameters."""
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, hyper: Hyper) -> None:
+    def __init__(self, X: np.ndarray, y: np.ndarray, hyper: Hyper,
+                 prior_mean: float | None = None) -> None:
         self.X = np.ascontiguousarray(X, dtype=float)
         self.y = np.asarray(y, dtype=float)
         self.hyper = hyper
+        self.prior_mean = prior_mean          # None: fitted by least squares (`_constant_mean`)
         K = kernels.matern52_symmetric(self.X, hyper.inv_ls2, hyper.scale)
         K[np.diag_indices_from(K)] += hyper.noise
         self.L = _cholesky(K)
-        self.mean, self.alpha = _constant_mean(self.L, self.y)
+        self.mean, self.alpha = _constant_mean(self.L, self.y, prior_mean)
 
     def posterior(self, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and latent (noise-free) variance at the rows of Xc."""
@@ -139,12 +142,16 @@ class GP:
                 -2.0 * np.einsum("bnd,nb->bd", dk, W))
 
     def condition(self, Xn: np.ndarray, yn: np.ndarray) -> "GP":
-        """The same model with extra (possibly fantasised) observations; hyperparameters kept."""
-        return GP(np.vstack([self.X, Xn]), np.concatenate([self.y, yn]), self.hyper)
+        """The same model with extra (possibly fantasised) observations; hyperparameters
+        (and a fixed prior mean) kept."""
+        return GP(np.vstack([self.X, Xn]), np.concatenate([self.y, yn]), self.hyper,
+                  self.prior_mean)
 
 
-def _constant_mean(L: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """The maximum-likelihood constant mean ``(1ᵀK⁻¹y)/(1ᵀK⁻¹1)`` and ``K⁻¹(y - mean)``.
+def _constant_mean(L: np.ndarray, y: np.ndarray,
+                   fixed: float | None = None) -> tuple[float, np.ndarray]:
+    """The maximum-likelihood constant mean ``(1ᵀK⁻¹y)/(1ᵀK⁻¹1)`` and ``K⁻¹(y - mean)``
+    (``fixed``: that constant instead, and ``K⁻¹(y - fixed)``).
 
     The tutorial's prior mean is a constant fitted with the other hyperparameters (§3).
     Fitted by generalised least squares it weighs clustered observations less than the
@@ -154,10 +161,10 @@ def _constant_mean(L: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     the faces and corners of the cube.)
     """
     ay = sla.cho_solve((L, True), y, check_finite=False)
-    if CONSTANT_MEAN == "zero":
+    if fixed is None and CONSTANT_MEAN == "zero":
         return 0.0, ay
     a1 = sla.cho_solve((L, True), np.ones(len(y)), check_finite=False)
-    mean = float(ay.sum() / a1.sum())
+    mean = float(ay.sum() / a1.sum()) if fixed is None else float(fixed)
     return mean, ay - mean * a1
 
 
@@ -186,8 +193,10 @@ def _inverse(L: np.ndarray) -> np.ndarray:
 
 
 def neg_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray,
-                      fixed_noise: float | None = None) -> tuple[float, np.ndarray]:
-    """``-(log marginal likelihood + log prior)`` and its gradient in θ (R&W eq. 5.9)."""
+                      fixed_noise: float | None = None,
+                      prior_mean: float | None = None) -> tuple[float, np.ndarray]:
+    """``-(log marginal likelihood + log prior)`` and its gradient in θ (R&W eq. 5.9);
+    ``prior_mean`` fixes the constant mean (None: least squares)."""
     h = Hyper.from_theta(theta)
     if fixed_noise is not None:
         h = Hyper(h.inv_ls2, h.scale, fixed_noise)
@@ -197,7 +206,7 @@ def neg_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray,
         L = sla.cholesky(K, lower=True, check_finite=False)
     except sla.LinAlgError:
         return 1e25, np.zeros_like(theta)
-    mean, alpha = _constant_mean(L, y)   # profiled out: the gradient in θ is unchanged
+    mean, alpha = _constant_mean(L, y, prior_mean)   # profiled out or fixed: same gradient
     mll = -0.5 * float((y - mean) @ alpha) - float(np.sum(np.log(np.diag(L))))
     W = np.outer(alpha, alpha) - _inverse(L)
     g = np.empty_like(theta)
@@ -211,10 +220,11 @@ def neg_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray,
 
 def fit(X: np.ndarray, y: np.ndarray, *, previous: Hyper | None = None,
         noise: float | None = None, rng: np.random.Generator | None = None,
-        prior_draws: int = 2) -> GP:
+        prior_draws: int = 2, prior_mean: float | None = None) -> GP:
     """MAP hyperparameters by multi-start L-BFGS-B, returned as a conditioned `GP`.
 
-    ``noise`` fixes the noise variance (standardised units) instead of fitting it.
+    ``noise`` fixes the noise variance (standardised units) instead of fitting it;
+    ``prior_mean`` fixes the constant mean (standardised units) instead of fitting it.
     """
     X = np.ascontiguousarray(X, dtype=float)
     d = X.shape[1]
@@ -231,11 +241,11 @@ def fit(X: np.ndarray, y: np.ndarray, *, previous: Hyper | None = None,
               + [(-6.0, 6.0), (np.log(1e-12), np.log(10.0))])
     best_val, best_theta = np.inf, starts[0]
     for theta0 in starts:
-        res = minimize(neg_log_posterior, theta0, args=(X, y, noise), jac=True, method="L-BFGS-B",
-                       bounds=bounds, options={"maxiter": 200, "gtol": FIT_GTOL})
+        res = minimize(neg_log_posterior, theta0, args=(X, y, noise, prior_mean), jac=True,
+                       method="L-BFGS-B", bounds=bounds, options={"maxiter": 200, "gtol": FIT_GTOL})
         if res.fun < best_val:
             best_val, best_theta = res.fun, res.x
     h = Hyper.from_theta(best_theta)
     if noise is not None:
         h = Hyper(h.inv_ls2, h.scale, noise)
-    return GP(X, y, h)
+    return GP(X, y, h, prior_mean)
