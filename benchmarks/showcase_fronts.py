@@ -4,11 +4,14 @@ Reads the JSON lines `benchmarks/multi_objective.py --showcase --log` wrote (eac
 accuracy and bytes) and draws, for every seed both tuners ran, the non-dominated trials
 after ``--trials`` trials as a staircase, with the hypervolume at the benchmark's
 reference point in each panel's title. It shows what the hypervolume table summarises:
-where on the front the two searches differ.
+where on the front the two searches differ. A row read later replaces one read earlier for
+the same seed and tuner, so name a rerun's log last.
 
 Usage (repository root; matplotlib is not a flowopt dependency)::
 
-    python benchmarks/showcase_fronts.py benchmarks/logs/showcase_*.jsonl --out docs/figures/showcase_fronts.png
+    python benchmarks/showcase_fronts.py benchmarks/logs/showcase_random_*.jsonl \
+        benchmarks/logs/showcase_bayesopt_random_56789.jsonl \
+        benchmarks/logs/showcase_bayesopt_worst_*.jsonl --out docs/figures/showcase_fronts.png
 """
 from __future__ import annotations
 
