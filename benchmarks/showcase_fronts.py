@@ -20,29 +20,23 @@ import json
 import math
 from pathlib import Path
 
+from flowopt.tuning.pareto import hypervolume, pareto_mask, to_loss
+
 TUNERS = {"tuner.bayesopt": ("bayesopt", "#1f77b4"), "tuner.random": ("random", "#d62728")}
 
 
+MODES = ["max", "min"]  # accuracy, bytes
+
+
 def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Non-dominated (accuracy max, bytes min) points, by bytes ascending."""
-    keep, best = [], -math.inf
-    for acc, size in sorted(points, key=lambda p: (p[1], -p[0])):
-        if acc > best:
-            keep.append((acc, size))
-            best = acc
-    return keep
+    """The non-dominated points (flowopt's own Pareto filter), each once, by bytes ascending."""
+    keep = pareto_mask(to_loss(points, MODES))
+    return sorted({p for p, kept in zip(points, keep) if kept}, key=lambda p: p[1])
 
 
-def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
-    """Area dominated by `points` and bounded by `reference` (accuracy floor, bytes cap)."""
-    floor, cap = reference
-    area, best = 0.0, floor
-    inside = [(a, s) for a, s in front(points) if a > floor and s < cap]
-    for i, (acc, size) in enumerate(inside):
-        right = inside[i + 1][1] if i + 1 < len(inside) else cap
-        best = max(best, acc)
-        area += (best - floor) * (right - size)
-    return area
+def showcase_hypervolume(points: list[tuple[float, float]], reference: tuple[float, ...]) -> float:
+    """The benchmark's hypervolume of (accuracy, bytes) points at `reference`."""
+    return hypervolume(to_loss(points, MODES), to_loss([reference], MODES)[0])
 
 
 def main() -> None:
@@ -80,7 +74,7 @@ def main() -> None:
             ys = [a for a, _ in stairs]
             ax.step(xs, ys, where="post", color=colour, label=label)
             ax.scatter(xs, ys, color=colour, s=10)
-            titles.append(f"{label[0]} {hypervolume(points, reference):.0f}")
+            titles.append(f"{label[0]} {showcase_hypervolume(points, reference):.0f}")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
