@@ -164,13 +164,12 @@ def test_a_trainer_is_parked_for_one_state_and_claimed_once(digits_task):
 
 def test_an_encoded_state_trains_on_exactly_as_the_state_and_is_stored_as_it_came(digits_task):
     """States cross to and from Ray actors as their checkpoint bytes (`Encoded`)."""
-    from flowopt.nodes.tuner.pbt.actors import Encoded, as_encoded, as_state, checkpoint_bytes
+    from flowopt.nodes.tuner.pbt.actors import Encoded, as_state, checkpoint_bytes
 
     t = trainable(digits_task)
     params = {"lr": 0.01, "weight_decay": 1e-4}
     state, _ = t.train(t.start(0, params), params, 15)
-    crossed = as_encoded(state)
-    assert isinstance(crossed, Encoded) and as_encoded(crossed) is crossed
+    crossed = Encoded(encode(state))  # what an actor replies, and the store's bytes read back
     assert checkpoint_bytes(crossed) is crossed.payload == encode(state)
     plain, via_bytes = t.train(state, params, 15), t.train(as_state(crossed), params, 15)
     assert plain[1] == via_bytes[1]

@@ -24,10 +24,12 @@ Policy, and why:
   safetensors encoding the store keeps), encoded in the actor that trained it. Pickling
   the torch tensors instead cost 3.5 ms to send and 4.6 ms to receive per segment for
   `tune_pbt.yaml`'s MLP against 1.6 ms to encode and 0.4 ms to decode, and it fell on the
-  driver, whose CPU the actors share on a small machine; the driver now never encodes
-  a state from an actor (the writer stores the bytes as they came) and decodes one only
-  to evaluate the best member at the end (benchmarks/RESULTS.md, "driver's work per
-  segment").
+  driver, whose CPU the actors share on a small machine. So the population's
+  checkpoints hold states encoded both ways (`PopulationSession` gives them
+  `checkpoint_bytes` and `Encoded` as their codec): the writer stores the bytes as they
+  came, a checkpoint read back from the store (a resumed run) goes to an actor as it was
+  read, and the driver decodes a state only to evaluate the best member at the end
+  (benchmarks/RESULTS.md, "driver's work per segment").
 * **Same results.** Each actor trains with the threads a local member would get, so with
   ``parallel: 1`` (one actor, segments in submission order) a run equals the local run
   bit for bit. With more workers the local run is not reproducible either: which scores
@@ -68,19 +70,14 @@ class Encoded:
         return Encoded, (self.payload,)
 
 
-def as_encoded(state: Any) -> Encoded:
-    """`state` as `Encoded` (a decoded one, e.g. loaded back from the store, is encoded)."""
-    return state if isinstance(state, Encoded) else Encoded(encode(state))
-
-
 def as_state(state: Any) -> Any:
     """`state` decoded, if it is `Encoded`."""
     return decode(state.payload) if isinstance(state, Encoded) else state
 
 
-def checkpoint_bytes(state: Any) -> bytes:
-    """The bytes the store keeps for `state` (an `Encoded` one as it came, not encoded a second time)."""
-    return state.payload if isinstance(state, Encoded) else encode(state)
+def checkpoint_bytes(state: Encoded) -> bytes:
+    """The bytes the store keeps for `state`: those it crossed as, not encoded again."""
+    return state.payload
 
 
 class MemberWorker:
@@ -139,7 +136,7 @@ class ActorTrainable:
 
     `local` is the same `Trainable` built in the driver (no trainer is built until asked):
     it evaluates the best member at the end and carries the counters the session reports.
-    The states it returns are `Encoded`; it takes those or decoded ones.
+    The states it takes and returns are `Encoded` (the session's checkpoints hold them so).
     """
 
     def __init__(self, group: Any, local: Any) -> None:
@@ -191,11 +188,10 @@ class ActorTrainable:
             else:
                 token = entry[2] if held and entry[1] == slot else None
                 params, steps = args
-                reply = self.group.call(slot, "train", token,
-                                        None if token else as_encoded(state), params, steps)
+                reply = self.group.call(slot, "train", token, None if token else state,
+                                        params, steps)
                 if reply is None:  # the actor no longer holds it (a new actor): send it
-                    reply = self.group.call(slot, "train", None, as_encoded(state), params,
-                                            steps)
+                    reply = self.group.call(slot, "train", None, state, params, steps)
         except WorkerDied as exc:
             raise MemberFailed(str(exc)) from None
         finally:
@@ -243,5 +239,5 @@ def on_actors(actors: Any, session: Any, local: Any, config: Any) -> ActorTraina
     return ActorTrainable(group, local)
 
 
-__all__ = ["ActorTrainable", "Encoded", "MemberWorker", "as_encoded", "as_state",
-           "checkpoint_bytes", "member_worker", "on_actors"]
+__all__ = ["ActorTrainable", "Encoded", "MemberWorker", "as_state", "checkpoint_bytes",
+           "member_worker", "on_actors"]

@@ -138,10 +138,11 @@ class PopulationSession:
                                 checkpoints=self.checkpoints, on_event=self._on_event)
         started = time.perf_counter()
         if s.actors is not None:  # members on the executor's actors (see actors.py)
-            from .actors import checkpoint_bytes, on_actors
+            from .actors import Encoded, checkpoint_bytes, on_actors
 
             population.trainable = on_actors(s.actors, s, self.trainable, config)
-            self.checkpoints.encode = checkpoint_bytes  # states come back encoded
+            # states stay encoded in the driver, as they cross (actors.py)
+            self.checkpoints.encode, self.checkpoints.decode = checkpoint_bytes, Encoded
         self.writer = self.checkpoints.writer = WriteBehind()
         try:
             result = population.run(resume=previous)
