@@ -387,10 +387,11 @@ def test_a_pbt_actor_killed_mid_run_is_replaced_and_the_run_ends_as_if_it_had_no
     assert sorted((t.number, t.status) for t in members) == [(k, "succeeded") for k in range(4)]
 
 
-def test_cancelling_a_pbt_run_on_ray_stops_its_actors(ray_local, tmp_path):
+def test_cancelling_a_pbt_run_on_ray_stops_its_actors_and_the_same_command_resumes_it(
+        ray_local, tmp_path):
+    longer = ["nodes.train.with.steps=2000"]
     result, reader = _pbt_in_the_background(  # 160 segments: far from done when cancelled
-        ray_local, tmp_path, lambda scheduler, _: scheduler.cancel.set(),
-        ["nodes.train.with.steps=2000"])
+        ray_local, tmp_path, lambda scheduler, _: scheduler.cancel.set(), longer)
     assert result.status == "interrupted"
 
     def alive() -> list[str]:  # this run's actors Ray still lists (it learns of a kill late)
@@ -403,3 +404,13 @@ def test_cancelling_a_pbt_run_on_ray_stops_its_actors(ray_local, tmp_path):
     assert not alive()
     events = reader.population_events(result.run_id, "tune")
     assert len({e.member for e in events if e.event == "finish"}) < 4  # stopped mid-way
+    # run again: the members go on from the checkpoints read back from the store (sent to
+    # the actor as the bytes they were stored as), after the decisions already made
+    before = _events(reader, result.run_id)
+    resumed = _run(TUNE_PBT, tmp_path / "store", [*PBT, *longer], executor="ray", workers=2)
+    assert resumed.status == "succeeded" and resumed.run_id != result.run_id
+    after = _events(reader, resumed.run_id)
+    settled = before[:-1] if before[-1][2] == "exploit" else before
+    assert len(settled) > 4 and after[:len(settled)] == settled
+    finished = [e for e in after if e[2] == "finish"]
+    assert sorted(e[0] for e in finished) == [0, 1, 2, 3] and {e[1] for e in finished} == {2000}
